@@ -1,0 +1,108 @@
+"""Count one training step (forward + backward) of a module on given inputs."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from .mode import CountingMode, module_paths
+from .moe import dense_expert_modules, prepare_for_meta
+from .result import StepCount
+
+
+class CountingError(Exception):
+    """A model could not be counted; the message names the model and the reason."""
+
+
+def default_loss(output: Any) -> torch.Tensor:
+    """The model's own loss where it returns one (Hugging Face), else a sum of its output.
+
+    The sum's backward is a broadcast: it adds no counted FLOPs, so the backward of the model
+    itself is what is measured.
+    """
+    loss = getattr(output, "loss", None)
+    if isinstance(loss, torch.Tensor):
+        return loss
+    if isinstance(output, Mapping):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        tensors = [t for t in output if isinstance(t, torch.Tensor) and t.requires_grad]
+        if not tensors:
+            raise CountingError("the model's output holds no tensor that requires grad")
+        return sum(t.float().sum() for t in tensors)
+    if isinstance(output, torch.Tensor):
+        return output.float().sum()
+    raise CountingError(f"cannot make a loss from a model output of type {type(output).__name__}")
+
+
+def _call(model: torch.nn.Module, inputs: Any) -> Any:
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def _cast_inputs(inputs: Any, dtype: torch.dtype | None) -> Any:
+    if dtype is None:
+        return inputs
+
+    def cast(t: Any) -> Any:
+        return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+    if isinstance(inputs, Mapping):
+        return {k: cast(v) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(cast(v) for v in inputs)
+    return cast(inputs)
+
+
+def run_step(model: torch.nn.Module, inputs: Any, *, loss_fn: Callable[[Any], torch.Tensor] | None = None,
+             backward: bool = True, names: dict | None = None) -> StepCount:
+    """One counted pass over ``model`` as it stands (no preparation, no repeated blocks)."""
+    grads = {p: p.grad for p in model.parameters()}
+    mode = CountingMode(model, dense_expert_modules(model), names=names or module_paths(model))
+    try:
+        with mode:
+            output = _call(model, inputs)
+            if backward:
+                (loss_fn or default_loss)(output).backward()
+    finally:
+        for p, g in grads.items():  # counting must not leave gradients behind
+            p.grad = g
+    return mode.result
+
+
+def count_step(model: torch.nn.Module, inputs: Any, *, loss_fn: Callable[[Any], torch.Tensor] | None = None,
+               backward: bool = True, tokens: int | None = None, repeated_blocks: bool = True,
+               name: str | None = None) -> StepCount:
+    """FLOPs of one training step of ``model`` on ``inputs`` (a tensor, tuple or mapping).
+
+    On the meta device the model is cast to bfloat16 first (free there). With
+    ``repeated_blocks`` identical blocks of a ModuleList are counted once and multiplied:
+    see ``repeated.py`` for when that applies and how it stays exact.
+    """
+    from .repeated import count_with_repeats
+
+    label = name or type(model).__name__
+    assumptions: list[str] = []
+    dtype = prepare_for_meta(model, assumptions)
+    inputs = _cast_inputs(inputs, dtype)
+    names = module_paths(model)
+
+    def run(m: torch.nn.Module) -> StepCount:
+        return run_step(m, inputs, loss_fn=loss_fn, backward=backward, names=names)
+
+    try:
+        result = count_with_repeats(model, run, assumptions) if repeated_blocks else run(model)
+    except CountingError as exc:
+        raise CountingError(f"{label}: {exc}") from None
+    except Exception as exc:  # the model's own code failed under counting
+        where = "on the meta device" if dtype is not None else "while counting"
+        raise CountingError(f"{label} cannot run {where}: {type(exc).__name__}: {exc}") from exc
+    result.assumptions = assumptions + [a for a in result.assumptions if a not in assumptions]
+    result.tokens = tokens
+    if not backward:
+        result.assumptions.append("forward pass only: no backward was run")
+    return result
