@@ -14,6 +14,7 @@ from torch.utils.flop_counter import (
     _efficient_attention_backward_flop,
     _flash_attention_backward_flop,
     bmm_flop,
+    conv_flop_count,
     flop_registry as _torch_registry,
     sdpa_backward_flop_count,
     sdpa_flop_count,
@@ -192,6 +193,27 @@ def _low_level_backward(torch_formula: Callable[..., int]) -> Callable[..., Spli
 
 formula(aten._flash_attention_backward, raw=True)(_low_level_backward(_flash_attention_backward_flop))
 formula(aten._efficient_attention_backward, raw=True)(_low_level_backward(_efficient_attention_backward_flop))
+
+
+@formula(aten.convolution_backward)
+def conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                       _output_padding, groups, output_mask, out_shape=None, **kwargs) -> int:
+    """Input and weight gradients of a convolution, each as many FLOPs as the forward.
+
+    torch's formula (2.13) counts the weight gradient as a dense convolution over all input
+    channels, ``groups`` times too many: a depthwise convolution's weight gradient came out
+    C times its true cost. Same computation, divided by ``groups``.
+    """
+    def t(shape):
+        return [shape[1], shape[0]] + list(shape[2:])
+
+    flops = 0
+    if output_mask[0]:
+        flops += conv_flop_count(grad_out_shape, w_shape, out_shape[0], not transposed)
+    if output_mask[1]:
+        src, kernel = (grad_out_shape, x_shape) if transposed else (x_shape, grad_out_shape)
+        flops += conv_flop_count(t(src), t(kernel), t(out_shape[1]), transposed=False) // groups
+    return flops
 
 
 def conv_output_numel_flop(x_shape, w_shape, out_shape) -> int:

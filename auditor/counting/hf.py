@@ -77,8 +77,9 @@ def example_inputs(model: torch.nn.Module, batch: int, seq_len: int, decoder_len
         else torch.randint(0, vocab, (batch, seq_len), device=device)
     if getattr(config, "is_encoder_decoder", False):
         dec = decoder_len or seq_len
-        labels = ids[:, :dec] if dec <= seq_len else torch.zeros(batch, dec, dtype=torch.long, device=device)
-        return {"input_ids": ids, "labels": labels}
+        labels = torch.zeros(batch, dec, dtype=torch.long, device=device)
+        # Decoder inputs given outright: shifting labels needs a start token not every config has.
+        return {"input_ids": ids, "decoder_input_ids": labels, "labels": labels}
     return {"input_ids": ids, "labels": ids}
 
 

@@ -12,7 +12,8 @@ from collections import Counter
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.module_tracker import ModuleTracker
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.utils._pytree import tree_flatten
 
 from .classify import is_compute_class
 from .formulas import Split, lookup, op_name
@@ -30,14 +31,61 @@ _PASSTHROUGH = {
 }
 
 
-class _NamedTracker(ModuleTracker):
-    """torch's ModuleTracker with names fixed up front: the path of each module in the model."""
+_TAG = "auditor_module"
+
+
+class ModuleScope:
+    """Which module is running: a stack in the forward, autograd-node tags in the backward.
+
+    When a module's forward returns, every autograd node it created and no inner module
+    claimed is tagged with its path (``node.metadata``); in the backward the engine's current
+    node names the module exactly. torch's ModuleTracker instead keeps a set of modules whose
+    backward is in flight, which holds q, k and v projections at once, since they share an
+    input, and charges their gradients to whichever the set yields first.
+    """
 
     def __init__(self, names: dict[torch.nn.Module, str]):
-        super().__init__()
-        for mod, name in names.items():
-            self._known_modules[mod] = name
-            self._seen_modules.add(mod)
+        self.names = names
+        self.stack: list[str] = []
+        self._inputs: list[set] = []
+        self._handles: list = []
+
+    def __enter__(self):
+        self.stack.clear()
+        self._handles = [register_module_forward_pre_hook(self._enter_module),
+                         register_module_forward_hook(self._leave_module)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+
+    def current(self) -> str:
+        node = torch._C._current_autograd_node()
+        if node is not None:
+            tag = node.metadata.get(_TAG)
+            if tag is not None:
+                return tag
+        return self.stack[-1] if self.stack else ""
+
+    def _enter_module(self, mod, args):
+        self.stack.append(self.names.get(mod, type(mod).__name__))
+        leaves, _ = tree_flatten(args)
+        self._inputs.append({t.grad_fn for t in leaves if isinstance(t, torch.Tensor) and t.grad_fn is not None})
+
+    def _leave_module(self, mod, args, output):
+        name = self.stack.pop() if self.stack else ""
+        stop = self._inputs.pop() if self._inputs else set()
+        leaves, _ = tree_flatten(output)
+        todo = [t.grad_fn for t in leaves if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+        seen = set()
+        while todo:
+            node = todo.pop()
+            if node is None or node in stop or node in seen:
+                continue
+            seen.add(node)
+            node.metadata.setdefault(_TAG, name)
+            todo.extend(next_node for next_node, _ in node.next_functions)
 
 
 def module_paths(model: torch.nn.Module) -> dict[torch.nn.Module, str]:
@@ -56,16 +104,14 @@ class CountingMode:
                  names: dict[torch.nn.Module, str] | None = None):
         self.result = StepCount()
         names = names if names is not None else (module_paths(model) if model is not None else {})
-        self._depth = {name: (name.count(".") + 1 if name else 0) for name in names.values()}
-        self._depth["Global"] = -1
-        self._tracker = _NamedTracker(names)
+        self._scope = ModuleScope(names)
         self._dense = dense_experts or {}
         self._dispatch = _Dispatch(self)
 
-    # The module tracker stays outside the dispatch mode: the mode re-enters itself to count
-    # decomposed ops, and that must not reset the tracker's backward hooks.
+    # The module scope stays outside the dispatch mode: the mode re-enters itself to count
+    # decomposed ops, and that must not reset the scope.
     def __enter__(self):
-        self._tracker.__enter__()
+        self._scope.__enter__()
         self._dispatch.__enter__()
         return self
 
@@ -73,13 +119,7 @@ class CountingMode:
         try:
             self._dispatch.__exit__(*exc)
         finally:
-            self._tracker.__exit__()
-
-    def _innermost(self) -> str:
-        parents = self._tracker.parents
-        if len(parents) == 1:
-            return ""
-        return max(parents, key=lambda p: self._depth.get(p, 0))
+            self._scope.__exit__()
 
     def _note_uncovered(self, name: str) -> None:
         if is_compute_class(name):
@@ -90,11 +130,11 @@ class CountingMode:
         if isinstance(flops, Split):
             flops, recomputed = flops
         phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
-        module = self._innermost()
+        module = self._scope.current()
         key = (phase, module, op)
-        for parent in self._tracker.parents if self._dense else ():
-            if parent in self._dense:
-                k, e = self._dense[parent]
+        for path in self._dense:
+            if module == path or module.startswith(path + "."):
+                k, e = self._dense[path]
                 routed = flops * k // e
                 self.result.executed[key] += flops - routed
                 flops = routed

@@ -1,0 +1,157 @@
+"""Exact FLOP counts of small modules against their closed forms (a multiply-add is 2)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from auditor.counting import count_step
+
+
+def test_linear_forward_and_weight_only_backward():
+    b, i, o = 5, 12, 7
+    r = count_step(torch.nn.Linear(i, o), torch.randn(b, i))
+    assert r.forward == 2 * b * i * o
+    # The input needs no gradient, so the backward is the weight gradient alone: 1x.
+    assert r.backward == 2 * b * i * o
+    assert r.complete and not r.executed
+
+
+def test_linear_with_input_gradient_has_twice_the_forward_backward():
+    b, i, o = 3, 16, 9
+    x = torch.randn(b, i, requires_grad=True)
+    r = count_step(torch.nn.Linear(i, o, bias=False), x)
+    assert (r.forward, r.backward) == (2 * b * i * o, 4 * b * i * o)
+
+
+def test_stack_of_linears_first_layer_backward_is_1x_others_2x():
+    b, widths = 4, [10, 20, 30, 5]
+    layers = []
+    for a, c in zip(widths, widths[1:]):
+        layers += [torch.nn.Linear(a, c), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers)
+    r = count_step(model, torch.randn(b, widths[0]))
+    per_layer = [2 * b * a * c for a, c in zip(widths, widths[1:])]
+    assert r.forward == sum(per_layer)
+    assert r.backward == per_layer[0] + 2 * sum(per_layer[1:])
+    mods = r.by_module()
+    assert mods["0"] == {"forward": per_layer[0], "backward": per_layer[0]}
+    assert mods["2"] == {"forward": per_layer[1], "backward": 2 * per_layer[1]}
+    assert mods["4"] == {"forward": per_layer[2], "backward": 2 * per_layer[2]}
+
+
+@pytest.mark.parametrize("stride,padding,groups", [(1, 1, 1), (2, 0, 1), (1, 1, 2)])
+def test_conv2d(stride, padding, groups):
+    n, cin, cout, h, w, k = 2, 4, 6, 11, 9, 3
+    conv = torch.nn.Conv2d(cin, cout, k, stride=stride, padding=padding, groups=groups)
+    x = torch.randn(n, cin, h, w, requires_grad=True)
+    ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    fwd = 2 * n * cout * ho * wo * (cin // groups) * k * k
+    r = count_step(conv, x)
+    assert r.forward == fwd
+    assert r.backward == 2 * fwd  # input gradient + weight gradient
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_transposed_conv_backward_equals_twice_forward(groups):
+    n, cin, cout, h, k = 2, 4, 8, 5, 3
+    conv = torch.nn.ConvTranspose2d(cin, cout, k, stride=2, groups=groups)
+    x = torch.randn(n, cin, h, h, requires_grad=True)
+    fwd = 2 * n * h * h * k * k * cin * (cout // groups)  # every input point meets every tap
+    r = count_step(conv, x)
+    assert (r.forward, r.backward) == (fwd, 2 * fwd)
+
+
+def test_depthwise_conv_weight_gradient_not_inflated():
+    """torch 2.13 counts a depthwise weight gradient C times over; ours is the forward's cost."""
+    n, c, h, k = 2, 16, 8, 3
+    conv = torch.nn.Conv2d(c, c, k, padding=1, groups=c, bias=False)
+    fwd = 2 * n * c * h * h * k * k
+    r = count_step(conv, torch.randn(n, c, h, h))  # input needs no gradient: weight gradient only
+    assert (r.forward, r.backward) == (fwd, fwd)
+
+
+def test_bmm_and_einsum():
+    b, i, j, k = 3, 5, 7, 11
+
+    class Products(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(b, j, k))
+
+        def forward(self, x):
+            return torch.bmm(x, self.w) + torch.einsum("bij,bjk->bik", x, self.w)
+
+    r = count_step(Products(), torch.randn(b, i, j))
+    assert r.forward == 2 * (2 * b * i * j * k)
+    assert r.backward == 2 * (2 * b * i * j * k)  # weight gradients only
+    assert set(r.by_op()) == {"aten.bmm"}
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_scaled_dot_product_attention(device):
+    b, h, s, d = 2, 3, 10, 8
+
+    class Attention(torch.nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    qkv = [torch.randn(b, h, s, d, device=device, requires_grad=True) for _ in range(3)]
+    r = count_step(Attention(), tuple(qkv))
+    fwd = 2 * (2 * b * h * s * s * d)  # QK^T and AV over the full context
+    assert r.forward == fwd
+    assert r.backward == 2 * fwd
+    assert r.complete
+    if device == "cpu":
+        # The CPU flash kernel recomputes QK^T in its backward: hardware work, kept apart.
+        assert r.hardware_total - r.total == 2 * b * h * s * s * d
+
+
+def test_grouped_query_attention_counts_query_heads():
+    b, hq, hkv, s, d = 1, 8, 2, 6, 4
+    q = torch.randn(b, hq, s, d, requires_grad=True)
+    k, v = (torch.randn(b, hkv, s, d, requires_grad=True) for _ in range(2))
+
+    class Attention(torch.nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+    r = count_step(Attention(), (q, k, v))
+    assert r.forward == 4 * b * hq * s * s * d
+
+
+def test_grouped_mm_routed_rows():
+    """aten._grouped_mm: rows are tokens x k, split among experts in any proportion."""
+    experts, d, f = 4, 8, 16
+    offs = torch.tensor([3, 3, 10, 12], dtype=torch.int32)  # uneven, one expert empty
+
+    class Experts(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(experts, d, f))
+
+        def forward(self, x):
+            return torch._grouped_mm(x, self.w, offs=offs)
+
+    x = torch.randn(12, d, requires_grad=True)
+    # A contiguous gradient: torch's grouped-mm backward rejects the broadcast one of a plain sum.
+    r = count_step(Experts(), x, loss_fn=lambda y: (y * y).sum())
+    assert r.forward == 2 * 12 * d * f
+    assert r.backward == 2 * (2 * 12 * d * f)  # input gradient + per-expert weight gradients
+    assert r.complete
+
+
+def test_optimizer_step_is_not_training_compute():
+    model = torch.nn.Linear(6, 3)
+    opt = torch.optim.AdamW(model.parameters())
+    before = count_step(model, torch.randn(2, 6)).total
+
+    class WithStep(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return self.inner(x)
+
+    assert count_step(WithStep(), torch.randn(2, 6)).total == before
+    assert all(p.grad is None for p in model.parameters())  # counting leaves no gradients
+    opt.zero_grad()
