@@ -155,3 +155,52 @@ def test_optimizer_step_is_not_training_compute():
     assert count_step(WithStep(), torch.randn(2, 6)).total == before
     assert all(p.grad is None for p in model.parameters())  # counting leaves no gradients
     opt.zero_grad()
+
+
+def test_counting_from_shapes_on_meta():
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 8))
+    r = count_step(model, shapes=(16, 32))
+    first, second = 2 * 16 * 32 * 64, 2 * 16 * 64 * 8
+    assert (r.forward, r.backward) == (first + second, first + 2 * second)
+
+
+def test_shapes_mapping_with_dtypes():
+    emb = torch.nn.EmbeddingBag(50, 12, mode="sum")
+
+    class Bag(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.out = emb, torch.nn.Linear(12, 3)
+
+        def forward(self, ids):
+            return self.out(self.emb(ids))
+
+    r = count_step(Bag(), shapes={"ids": ((5, 7), torch.long)})
+    assert r.forward == 2 * 5 * 12 * 3
+
+
+def test_lstm_two_layers_cpu_kernel():
+    """nn.LSTM on the CPU runs aten.mkldnn_rnn_layer: 4 gates x (input + recurrent) matmuls a step."""
+    b, t, i, h = 2, 5, 4, 6
+    r = count_step(torch.nn.LSTM(i, h, batch_first=True, num_layers=2), torch.randn(b, t, i),
+                   loss_fn=lambda out: out[0].sum())
+    fwd = 2 * b * t * 4 * h * (i + h) + 2 * b * t * 4 * h * (h + h)
+    assert (r.forward, r.backward) == (fwd, 2 * fwd)  # the kernel computes every gradient
+    assert r.complete
+
+
+def test_bilinear():
+    b, in1, in2, out = 3, 4, 5, 6
+    r = count_step(torch.nn.Bilinear(in1, in2, out), (torch.randn(b, in1), torch.randn(b, in2)))
+    assert r.forward == 2 * b * out * in1 * in2 and r.complete
+
+
+def test_counting_leaves_gradients_and_running_stats_alone():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    model(torch.randn(8, 4)).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    stats = model[1].running_mean.clone()
+    count_step(model, torch.randn(8, 4))
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert torch.equal(model[1].running_mean, stats)

@@ -149,6 +149,41 @@ def int_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * a_shape[0] * a_shape[1] * out_shape[-1]
 
 
+@formula(aten._trilinear)
+def trilinear_flop(i1_shape, i2_shape, i3_shape, expand1, expand2, expand3, sumdim, *args, out_shape=None, **kw) -> int:
+    """nn.Bilinear's kernel: each input gets size-1 dims inserted, the three broadcast to one
+    shape S and the product is summed over ``sumdim``. One multiply-add per element of S:
+    for Bilinear(in1, in2, out) on a batch B that is 2 B out in1 in2, the leading term of
+    computing (x1 W) then its product with x2."""
+    def expanded(shape, dims):
+        shape = list(shape)
+        for d in sorted(dims):
+            shape.insert(d, 1)
+        return shape
+
+    full = torch.broadcast_shapes(*(tuple(expanded(s, e)) for s, e in
+                                    ((i1_shape, expand1), (i2_shape, expand2), (i3_shape, expand3))))
+    return 2 * math.prod(full)
+
+
+def _rnn_layer_flop(input_shape, w_ih_shape, w_hh_shape) -> int:
+    """Input and recurrent matmuls over every time step: 2 x steps x batch x (|W_ih| + |W_hh|),
+    the gate count (LSTM 4, GRU 3, plain RNN 1) being in the weights' first dimension."""
+    steps_x_batch = math.prod(input_shape[:-1])
+    return 2 * steps_x_batch * (math.prod(w_ih_shape) + math.prod(w_hh_shape))
+
+
+@formula(aten.mkldnn_rnn_layer)
+def mkldnn_rnn_layer_flop(input_shape, w_ih_shape, w_hh_shape, *args, out_shape=None, **kw) -> int:
+    return _rnn_layer_flop(input_shape, w_ih_shape, w_hh_shape)
+
+
+@formula(aten.mkldnn_rnn_layer_backward)
+def mkldnn_rnn_layer_backward_flop(input_shape, w_ih_shape, w_hh_shape, *args, out_shape=None, **kw) -> int:
+    # Gradients for the inputs and the recurrent state, and for both weights: twice the forward.
+    return 2 * _rnn_layer_flop(input_shape, w_ih_shape, w_hh_shape)
+
+
 # ---------------------------------------------------------------- attention
 
 

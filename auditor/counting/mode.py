@@ -89,7 +89,11 @@ class ModuleScope:
 
 
 def module_paths(model: torch.nn.Module) -> dict[torch.nn.Module, str]:
-    return {mod: name for name, mod in model.named_modules(remove_duplicate=False)}
+    """Each module's path; a module reachable by two paths keeps its first, as named_modules()."""
+    paths: dict[torch.nn.Module, str] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        paths.setdefault(mod, name)
+    return paths
 
 
 class CountingMode:

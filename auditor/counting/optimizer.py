@@ -14,6 +14,9 @@ AdamW: decoupled decay p *= 1 - lr * wd                     1
        denominator     sqrt(v) / sqrt(bc2) + eps            3
        update          p -= (lr / bc1) * m / denom          3   -> 14 (13 without decay)
 Adam:  as AdamW, but L2 decay g += wd * p                   2   -> 15 (13 without decay)
+amsgrad (Adam, AdamW): running maximum of v                 +1
+Every trainable parameter is counted, as planned compute; torch skips those whose gradient
+is None at the step.
 """
 from __future__ import annotations
 
@@ -32,12 +35,11 @@ def per_element_ops(kind: str, group: dict) -> int:
             ops += 2 if not group.get("dampening", 0) else 3
             ops += 2 if group.get("nesterov", False) else 0
         return ops
-    if kind == "adamw":
-        return _ADAM_CORE + (1 if wd else 0)
-    if kind == "adam":
-        if group.get("decoupled_weight_decay", False):
-            return _ADAM_CORE + (1 if wd else 0)
-        return _ADAM_CORE + (2 if wd else 0)
+    if kind in ("adam", "adamw"):
+        core = _ADAM_CORE + (1 if group.get("amsgrad", False) else 0)
+        if kind == "adamw" or group.get("decoupled_weight_decay", False):
+            return core + (1 if wd else 0)
+        return core + (2 if wd else 0)
     raise ValueError(f"no update formula for optimizer {kind!r}; known: sgd, adam, adamw")
 
 

@@ -96,8 +96,11 @@ def _layout(lists: dict[str, torch.nn.ModuleList], keep: dict[str, list[int]]):
 
 
 def _input_signature(args, kwargs) -> tuple:
+    """Shapes and dtypes of a block's inputs. Whether they require grad is left out: the first
+    block may take plain data while later ones take activations that carry gradients; the
+    difference is measured on the second block, which sees what all later blocks see."""
     leaves, _ = tree_flatten((args, kwargs))
-    return tuple((tuple(t.shape), str(t.dtype), t.requires_grad) if isinstance(t, torch.Tensor) else type(t).__name__
+    return tuple((tuple(t.shape), str(t.dtype)) if isinstance(t, torch.Tensor) else type(t).__name__
                  for t in leaves)
 
 

@@ -36,6 +36,23 @@ def default_loss(output: Any) -> torch.Tensor:
     raise CountingError(f"cannot make a loss from a model output of type {type(output).__name__}")
 
 
+def inputs_from_shapes(shapes: Any, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Any:
+    """Example inputs from shapes: ``(4, 128)``, a list of shapes, or a mapping name -> shape.
+
+    A mapping value may be ``(shape, dtype)``. Integer dtypes give zeros (valid token ids);
+    floating inputs need no gradient, as a batch of data does not.
+    """
+    def make(spec: Any) -> torch.Tensor:
+        shape, kind = (spec[0], spec[1]) if len(spec) == 2 and isinstance(spec[1], torch.dtype) else (spec, dtype)
+        return torch.zeros(tuple(int(n) for n in shape), dtype=kind, device=device)
+
+    if isinstance(shapes, Mapping):
+        return {name: make(spec) for name, spec in shapes.items()}
+    if shapes and all(isinstance(n, int) for n in shapes):
+        return make(tuple(shapes))
+    return tuple(make(spec) for spec in shapes)
+
+
 def _call(model: torch.nn.Module, inputs: Any) -> Any:
     if isinstance(inputs, Mapping):
         return model(**inputs)
@@ -60,8 +77,15 @@ def _cast_inputs(inputs: Any, dtype: torch.dtype | None) -> Any:
 
 def run_step(model: torch.nn.Module, inputs: Any, *, loss_fn: Callable[[Any], torch.Tensor] | None = None,
              backward: bool = True, names: dict | None = None) -> StepCount:
-    """One counted pass over ``model`` as it stands (no preparation, no repeated blocks)."""
+    """One counted pass over ``model`` as it stands (no preparation, no repeated blocks).
+
+    Counting must leave the model as it found it: gradients are set aside (the backward would
+    add into them in place) and buffers such as BatchNorm running statistics are restored.
+    """
     grads = {p: p.grad for p in model.parameters()}
+    buffers = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta]
+    for p in grads:
+        p.grad = None
     mode = CountingMode(model, dense_expert_modules(model), names=names or module_paths(model))
     try:
         with mode:
@@ -69,15 +93,21 @@ def run_step(model: torch.nn.Module, inputs: Any, *, loss_fn: Callable[[Any], to
             if backward:
                 (loss_fn or default_loss)(output).backward()
     finally:
-        for p, g in grads.items():  # counting must not leave gradients behind
+        for p, g in grads.items():
             p.grad = g
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
     return mode.result
 
 
-def count_step(model: torch.nn.Module, inputs: Any, *, loss_fn: Callable[[Any], torch.Tensor] | None = None,
+def count_step(model: torch.nn.Module, inputs: Any = None, *, shapes: Any = None, loss_fn: Callable[[Any], torch.Tensor] | None = None,
                backward: bool = True, tokens: int | None = None, repeated_blocks: bool = True,
                name: str | None = None) -> StepCount:
     """FLOPs of one training step of ``model`` on ``inputs`` (a tensor, tuple or mapping).
+
+    Instead of inputs, ``shapes`` may describe them (see ``inputs_from_shapes``); they are made
+    on the model's device, so a meta model needs no data at all.
 
     On the meta device the model is cast to bfloat16 first (free there). With
     ``repeated_blocks`` identical blocks of a ModuleList are counted once and multiplied:
@@ -86,6 +116,11 @@ def count_step(model: torch.nn.Module, inputs: Any, *, loss_fn: Callable[[Any], 
     from .repeated import count_with_repeats
 
     label = name or type(model).__name__
+    if (inputs is None) == (shapes is None):
+        raise CountingError(f"{label}: give either inputs or shapes, not both or neither")
+    if shapes is not None:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+        inputs = inputs_from_shapes(shapes, device)
     assumptions: list[str] = []
     dtype = prepare_for_meta(model, assumptions)
     inputs = _cast_inputs(inputs, dtype)
