@@ -11,6 +11,7 @@ from . import __version__
 from .textfmt import percent, sci, table
 
 DEMO_CONFIG = Path(__file__).parent / "data" / "demo-gpt2.json"
+DEMO_RUN = Path(__file__).parent / "data" / "demo-run.yaml"
 
 
 def fail(message: str) -> None:
@@ -85,13 +86,46 @@ def count(model_config: Path, seq_len, batch, device, depth, fmt, no_repeat) -> 
 
 
 @main.command()
+@click.argument("config", type=click.Path(dir_okay=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "md"]), default="text", show_default=True,
+              help="text: a readable table; json: the contract in DESIGN.md (ints for every count); md: Markdown.")
+def preflight(config: Path, fmt: str) -> None:
+    """Estimate a training run's compute from its YAML config, before any GPU is rented."""
+    data = preflight_dict(config)
+    click.echo(render_preflight(data, fmt))
+
+
+def preflight_dict(config: Path) -> dict:
+    """Load, validate and estimate; bad input ends the command with exit 2 and one line."""
+    from .config import ConfigError, load_run_config
+    from .preflight import PreflightError, run_preflight
+
+    quiet_libraries()
+    try:
+        return run_preflight(load_run_config(config), progress=lambda m: click.echo(f"... {m}", err=True)).to_dict()
+    except (ConfigError, PreflightError) as exc:
+        fail(str(exc))
+
+
+def render_preflight(data: dict, fmt: str) -> str:
+    from .render import preflight_markdown, preflight_text
+
+    if fmt == "json":
+        return json.dumps(data, indent=2, sort_keys=True)
+    return preflight_markdown(data) if fmt == "md" else preflight_text(data)
+
+
+@main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("auditor-demo"),
               show_default=True, help="Folder for the demo's outputs.")
 def demo(out: Path) -> None:
-    """Count a bundled small GPT-2: on the meta device, then on real weights on the CPU."""
+    """Preflight a bundled sample run, then count its model on meta and on real CPU weights."""
     from .counting.hf import count_hf
 
     quiet_libraries()
+    click.echo(f"preflight of the bundled sample run {DEMO_RUN.name} ...", err=True)
+    plan = preflight_dict(DEMO_RUN)
+    click.echo(render_preflight(plan, "text") + "\n")
     click.echo(f"counting {DEMO_CONFIG.name} on the meta device (no weights) ...", err=True)
     meta = count_hf(DEMO_CONFIG, batch=4, seq_len=256, device="meta")
     click.echo(render_count(meta, "demo GPT-2 (4 layers, width 256): one training step, batch 4 x 256 tokens", depth=3))
@@ -100,9 +134,10 @@ def demo(out: Path) -> None:
     agree = "equal" if real.total == meta.total else "DIFFERENT"
     click.echo(f"\nmeta count {meta.total:,} and CPU count {real.total:,} are {agree}")
     out.mkdir(parents=True, exist_ok=True)
+    (out / "preflight.json").write_text(render_preflight(plan, "json") + "\n")
     path = out / "demo-count.json"
     path.write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
-    click.echo(f"breakdown written to {path}")
+    click.echo(f"preflight written to {out / 'preflight.json'}; breakdown written to {path}")
 
 
 if __name__ == "__main__":

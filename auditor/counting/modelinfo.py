@@ -1,0 +1,55 @@
+"""What the analytic formulas need from a model: parameter counts and attention shape."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_EXPERT_COUNT_KEYS = ("num_local_experts", "n_routed_experts", "num_experts", "moe_num_experts")
+_TOP_K_KEYS = ("num_experts_per_tok", "moe_topk", "top_k", "num_selected_experts")
+
+
+@dataclass
+class ModelInfo:
+    parameters: int               # every parameter, shared ones once
+    active_parameters: int        # what one token uses: k of E routed experts
+    embedding_parameters: int     # input embedding tables (lookups, no matmul)
+    n_layer: int | None = None
+    n_heads: int | None = None
+    head_dim: int | None = None
+    d_model: int | None = None
+    experts: int | None = None
+    top_k: int | None = None
+
+    @property
+    def d_attn(self) -> int | None:
+        return self.n_heads * self.head_dim if self.n_heads and self.head_dim else None
+
+
+def _first(config, keys):
+    for key in keys:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def model_info(model: torch.nn.Module) -> ModelInfo:
+    params = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in params.values())
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", None) or config
+    experts, top_k = _first(text, _EXPERT_COUNT_KEYS), _first(text, _TOP_K_KEYS)
+    active = total
+    if experts and top_k and top_k < experts:
+        # Routed expert weights live under a module named "experts" (not "shared_experts").
+        routed = {id(p): p for name, mod in model.named_modules() if name.split(".")[-1] == "experts"
+                  for p in mod.parameters()}
+        routed_total = sum(p.numel() for p in routed.values())
+        active = total - routed_total + routed_total * top_k // experts
+    n_heads = _first(text, ("num_attention_heads", "n_head", "num_heads"))
+    d_model = _first(text, ("hidden_size", "n_embd", "d_model"))
+    head_dim = _first(text, ("head_dim", "d_kv")) or (d_model // n_heads if d_model and n_heads else None)
+    n_layer = _first(text, ("num_hidden_layers", "n_layer", "num_layers"))
+    return ModelInfo(total, active, embedding, n_layer, n_heads, head_dim, d_model, experts, top_k)

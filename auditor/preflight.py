@@ -1,0 +1,190 @@
+"""Preflight: the compute of a training run from its config, by every method that can run.
+
+Config in, one Preflight out: an Estimate per method, the central figure (counted when the
+model could be counted, else analytic, else hardware), and a range that covers every method's
+range and every stated assumption. Rules see only the Estimates; reports see only to_dict().
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .estimate import Estimate, two_significant
+
+PREFERENCE = ("counted", "analytic", "hardware")
+
+
+class PreflightError(Exception):
+    """The run cannot be estimated as configured; the message names the file and the field."""
+
+
+@dataclass
+class Preflight:
+    run: str
+    estimates: list[Estimate]
+    skipped: dict[str, str] = field(default_factory=dict)     # method -> why it could not run
+    model: dict[str, Any] = field(default_factory=dict)       # parameters, active parameters, shape
+    tokens: int | None = None
+    lineage: dict[str, Any] | None = None
+    modality: str = "text"
+    source: str | None = None
+
+    @property
+    def central(self) -> Estimate:
+        by_method = {e.method: e for e in self.estimates}
+        return next(by_method[m] for m in PREFERENCE if m in by_method)
+
+    @property
+    def total_flops(self) -> int:
+        return self.central.flops
+
+    @property
+    def low(self) -> int:
+        return min(e.low for e in self.estimates)
+
+    @property
+    def high(self) -> int:
+        return max(e.high for e in self.estimates)
+
+    @property
+    def uncovered_ops(self) -> list[str]:
+        return sorted({op for e in self.estimates for op in e.uncovered_ops})
+
+    def notification(self) -> dict[str, str]:
+        """The EU notification form: two significant figures and the method (Guidelines 2.3.2)."""
+        c = self.central
+        return {"flops": two_significant(c.flops), "method": c.method,
+                "text": f"{two_significant(c.flops)} FLOP, estimated by the {c.method} method "
+                        f"(range {two_significant(self.low)} to {two_significant(self.high)})"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "source": self.source,
+            "total_flops": self.total_flops,
+            "low": self.low,
+            "high": self.high,
+            "central_method": self.central.method,
+            "tokens": self.tokens,
+            "modality": self.modality,
+            "model": self.model,
+            "lineage": self.lineage,
+            "notification": self.notification(),
+            "estimates": [e.to_dict() for e in self.estimates],
+            "skipped_methods": self.skipped,
+            "verdicts": [],
+            "uncovered_ops": self.uncovered_ops,
+        }
+
+
+def _where(config) -> str:
+    return str(config.source_path) if getattr(config, "source_path", None) else "config"
+
+
+def build_model(config) -> torch.nn.Module | None:
+    """The run's model on the meta device, or None for a bare parameter count."""
+    from .counting import CountingError
+    from .counting.hf import build_model as build_hf, load_config
+
+    spec, where = config.model, _where(config)
+    if spec.hf_config is not None:
+        source = spec.hf_config
+        if not isinstance(source, dict):
+            source = Path(source)
+            if not source.is_absolute() and getattr(config, "source_path", None):
+                source = Path(config.source_path).parent / source
+        try:
+            return build_hf(load_config(source, label=f"{where}: model.hf_config"))
+        except CountingError as exc:
+            raise PreflightError(str(exc) if str(exc).startswith(where) else f"{where}: model.hf_config: {exc}") from None
+    if spec.factory is not None:
+        module_name, _, func_name = spec.factory.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), func_name)
+        except (ImportError, AttributeError) as exc:
+            raise PreflightError(f"{where}: model.factory: cannot import {spec.factory}: {exc}") from None
+        try:
+            with torch.device("meta"):
+                model = factory(**(spec.kwargs or {}))
+        except Exception as exc:
+            raise PreflightError(f"{where}: model.factory: {spec.factory} raised {type(exc).__name__}: {exc}") from None
+        if not isinstance(model, torch.nn.Module):
+            raise PreflightError(f"{where}: model.factory: {spec.factory} returned {type(model).__name__}; "
+                                 "expected a torch.nn.Module")
+        model.train()
+        return model
+    return None
+
+
+def run_preflight(config, *, progress: Callable[[str], None] | None = None) -> Preflight:
+    from .counting import CountingError
+    from .counting.modelinfo import model_info
+    from .methods.analytic import analytic_estimate
+    from .methods.counted import counted_estimate
+    from .methods.hardware import hardware_estimate
+
+    say = progress or (lambda message: None)
+    where, tokens = _where(config), config.total_tokens
+    result = Preflight(run=config.run, estimates=[], tokens=tokens, modality=config.data.modality,
+                       source=str(getattr(config, "source_path", "") or "") or None,
+                       lineage=config.lineage.model_dump() if config.lineage else None)
+
+    say("building the model on the meta device")
+    model = build_model(config)
+    info = model_info(model) if model is not None else None
+    seq_len = config.data.seq_len
+    if info is not None:
+        result.model = {"parameters": info.parameters, "active_parameters": info.active_parameters,
+                        "embedding_parameters": info.embedding_parameters, "n_layer": info.n_layer,
+                        "n_heads": info.n_heads, "head_dim": info.head_dim, "d_model": info.d_model,
+                        "experts": info.experts, "experts_per_token": info.top_k}
+        if seq_len is None:
+            result.skipped["counted"] = "data.seq_len is not given: attention work depends on it"
+        else:
+            say(f"counting one sequence of {seq_len:,} tokens")
+            try:
+                result.estimates.append(counted_estimate(model, seq_len, tokens))
+            except CountingError as exc:
+                result.skipped["counted"] = str(exc)
+                say(f"counted method failed: {exc}")
+    else:
+        result.skipped["counted"] = "the model is given as a bare parameter count"
+        result.model = {"parameters": config.model.parameters,
+                        "active_parameters": config.model.active_parameters or config.model.parameters}
+
+    n_total = result.model.get("parameters")
+    n_active = result.model.get("active_parameters")
+    if n_total:
+        result.estimates.append(analytic_estimate(
+            n_total, tokens, active_params=n_active if n_active and n_active != n_total else None,
+            n_layer=info.n_layer if info else None, n_ctx=seq_len if info else None,
+            n_heads=info.n_heads if info and info.head_dim else None,
+            head_dim=info.head_dim if info and info.n_heads else None))
+
+    if config.hardware is not None:
+        hw = config.hardware
+        kwargs = {"utilization": hw.utilization}
+        if hw.utilization_band is not None:
+            kwargs["band"] = tuple(hw.utilization_band)
+        result.estimates.append(hardware_estimate(hw.accelerator, hw.count, hw.hours, **kwargs))
+    else:
+        result.skipped["hardware"] = "no hardware plan in the config"
+
+    if not result.estimates:
+        raise PreflightError(f"{where}: no method could estimate this run: "
+                             + "; ".join(f"{m}: {why}" for m, why in result.skipped.items()))
+    _cover_incomplete_count(result)
+    return result
+
+
+def _cover_incomplete_count(result: Preflight) -> None:
+    """A count with uncovered ops is a lower bound: say that the range's high end comes from the others."""
+    counted = next((e for e in result.estimates if e.method == "counted"), None)
+    if counted is not None and counted.uncovered_ops:
+        counted.assumptions.append("this count is a lower bound; the run's high end is taken from the other "
+                                   "methods' ranges")

@@ -1,0 +1,64 @@
+"""Text and Markdown views of a preflight, rendered from its dict (the JSON contract)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .estimate import two_significant
+from .resources import resource_dir
+from .textfmt import sci, table
+
+
+def _templates():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(resource_dir("templates")),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
+
+
+def md_cell(value: Any) -> str:
+    """A Markdown table cell: pipes and newlines would break the row, and HTML is shown as text."""
+    text = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def preflight_markdown(data: dict[str, Any]) -> str:
+    env = _templates()
+    env.filters.update(sci=sci, cell=md_cell, two=two_significant)
+    return env.get_template("preflight.md.j2").render(p=data)
+
+
+def preflight_text(data: dict[str, Any]) -> str:
+    lines = [f"run: {data['run']}" + (f"  ({data['source']})" if data.get("source") else "")]
+    model = data.get("model") or {}
+    if model.get("parameters"):
+        active = model.get("active_parameters")
+        extra = f", {active:,} active per token" if active and active != model["parameters"] else ""
+        lines.append(f"model: {model['parameters']:,} parameters{extra}")
+    if data.get("tokens"):
+        lines.append(f"tokens: {data['tokens']:,}")
+    lines.append("")
+    rows = []
+    for e in data["estimates"]:
+        mark = "*" if e["method"] == data["central_method"] else ""
+        rows.append([e["method"] + mark, sci(e["flops"]), sci(e["low"]), sci(e["high"]),
+                     sci(e["flops_per_token"]) if e.get("flops_per_token") else "-"])
+    lines.append(table(["method", "FLOPs", "low", "high", "per token"], rows))
+    lines.append("")
+    lines.append(f"total: {data['total_flops']:,} FLOPs ({data['central_method']}, *), "
+                 f"range {sci(data['low'])} to {sci(data['high'])}")
+    lines.append(f"EU notification form: {data['notification']['text']}")
+    counted = next((e for e in data["estimates"] if e["method"] == "counted"), None)
+    if counted and model.get("active_parameters"):
+        six_n = 6 * model["active_parameters"]
+        lines.append(f"counted per token {counted['flops_per_token']:,} vs 6 x active parameters {six_n:,} "
+                     f"({counted['flops_per_token'] / six_n:.3f}x; attention and the context make the difference)")
+    for method, why in data.get("skipped_methods", {}).items():
+        lines.append(f"{method} method not used: {why}")
+    lines.append("uncovered ops: " + (", ".join(data["uncovered_ops"]) or "none"))
+    for e in data["estimates"]:
+        lines.append(f"\nassumptions ({e['method']}):")
+        lines.extend(f"  - {a}" for a in e["assumptions"])
+    return "\n".join(lines)
