@@ -21,10 +21,12 @@ def fail(message: str) -> None:
 
 
 def quiet_libraries() -> None:
-    """transformers warns about config details that do not change a FLOP count; keep stderr for ours."""
-    import transformers
+    """transformers warns about config details that do not change a FLOP count; keep stderr for ours.
 
-    transformers.logging.set_verbosity_error()
+    Set through the environment so that a run answered from the count cache never imports it."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def render_count(result, title: str, depth: int) -> str:

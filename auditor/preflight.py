@@ -7,12 +7,11 @@ range and every stated assumption. Rules see only the Estimates; reports see onl
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from .estimate import Estimate, two_significant
 
@@ -86,8 +85,10 @@ def _where(config) -> str:
     return str(config.source_path) if getattr(config, "source_path", None) else "config"
 
 
-def build_model(config) -> torch.nn.Module | None:
-    """The run's model on the meta device, or None for a bare parameter count."""
+def build_model(config):
+    """The run's model (a torch.nn.Module) on the meta device, or None for a bare parameter count."""
+    import torch
+
     from .counting import CountingError
     from .counting.hf import build_model as build_hf, load_config
 
@@ -121,50 +122,86 @@ def build_model(config) -> torch.nn.Module | None:
     return None
 
 
-def run_preflight(config, *, progress: Callable[[str], None] | None = None) -> Preflight:
+def _cache_payload(config) -> dict | None:
+    """What a count depends on, for configs given as data; None where the cache must not be used."""
+    spec = config.model
+    if spec.hf_config is None or config.data.seq_len is None:
+        return None
+    source = spec.hf_config
+    if not isinstance(source, dict):
+        try:
+            source = json.loads(Path(spec.hf_config_path).read_text())
+        except (OSError, ValueError, TypeError):
+            return None  # building reports the problem properly
+    return {"hf_config": source, "seq_len": config.data.seq_len}
+
+
+def count_model(config, say: Callable[[str], None]):
+    """(ModelInfo, StepCount, half-context total, why not counted) for the run's model."""
+    from .counting import cache
+    from .counting.modelinfo import ModelInfo
+    from .counting.result import StepCount
+
+    payload = _cache_payload(config)
+    key = cache.cache_key(payload) if payload else None
+    hit = cache.load(key) if key else None
+    if hit:
+        say("count found in the cache")
+        return ModelInfo(**hit["info"]), StepCount.from_json(hit["step"]), hit["half_total"], None
+    say("building the model on the meta device")
+    model = build_model(config)
+    if model is None:
+        return None, None, None, "the model is given as a bare parameter count"
     from .counting import CountingError
     from .counting.modelinfo import model_info
+    from .methods.counted import count_for_run
+
+    info, seq_len = model_info(model), config.data.seq_len
+    if seq_len is None:
+        return info, None, None, "data.seq_len is not given: attention work depends on it"
+    say(f"counting one sequence of {seq_len:,} tokens")
+    try:
+        step, half_total = count_for_run(model, seq_len)
+    except CountingError as exc:
+        return info, None, None, str(exc)
+    if key:
+        cache.store(key, {"info": info.to_dict(), "step": step.to_json(), "half_total": half_total})
+    return info, step, half_total, None
+
+
+def run_preflight(config, *, progress: Callable[[str], None] | None = None) -> Preflight:
     from .methods.analytic import analytic_estimate
-    from .methods.counted import counted_estimate
+    from .methods.counted import estimate_from_counts
     from .methods.hardware import hardware_estimate
 
     say = progress or (lambda message: None)
-    where, tokens = _where(config), config.total_tokens
+    where, tokens, seq_len = _where(config), config.total_tokens, config.data.seq_len
     result = Preflight(run=config.run, estimates=[], tokens=tokens, modality=config.data.modality,
                        source=str(getattr(config, "source_path", "") or "") or None,
                        lineage=config.lineage.model_dump() if config.lineage else None)
 
-    say("building the model on the meta device")
-    model = build_model(config)
-    info = model_info(model) if model is not None else None
-    seq_len = config.data.seq_len
+    info, step, half_total, why_not = count_model(config, say)
+    if step is not None:
+        result.estimates.append(estimate_from_counts(step, half_total, seq_len, tokens))
+    else:
+        result.skipped["counted"] = why_not
     if info is not None:
         result.model = {"parameters": info.parameters, "active_parameters": info.active_parameters,
                         "embedding_parameters": info.embedding_parameters, "n_layer": info.n_layer,
                         "n_heads": info.n_heads, "head_dim": info.head_dim, "d_model": info.d_model,
                         "experts": info.experts, "experts_per_token": info.top_k}
-        if seq_len is None:
-            result.skipped["counted"] = "data.seq_len is not given: attention work depends on it"
-        else:
-            say(f"counting one sequence of {seq_len:,} tokens")
-            try:
-                result.estimates.append(counted_estimate(model, seq_len, tokens))
-            except CountingError as exc:
-                result.skipped["counted"] = str(exc)
-                say(f"counted method failed: {exc}")
     else:
-        result.skipped["counted"] = "the model is given as a bare parameter count"
         result.model = {"parameters": config.model.parameters,
                         "active_parameters": config.model.active_parameters or config.model.parameters}
 
     n_total = result.model.get("parameters")
     n_active = result.model.get("active_parameters")
     if n_total:
+        shaped = info is not None and info.n_heads and info.head_dim and info.n_layer and seq_len
         result.estimates.append(analytic_estimate(
             n_total, tokens, active_params=n_active if n_active and n_active != n_total else None,
-            n_layer=info.n_layer if info else None, n_ctx=seq_len if info else None,
-            n_heads=info.n_heads if info and info.head_dim else None,
-            head_dim=info.head_dim if info and info.n_heads else None))
+            n_layer=info.n_layer if shaped else None, n_ctx=seq_len if shaped else None,
+            n_heads=info.n_heads if shaped else None, head_dim=info.head_dim if shaped else None))
 
     if config.hardware is not None:
         hw = config.hardware

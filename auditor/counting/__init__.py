@@ -1,7 +1,22 @@
-"""Exact FLOPs of a training step of a PyTorch model: see docs/counting.md."""
-from .formulas import REGISTRY, formula, lookup
-from .optimizer import optimizer_flops
-from .result import StepCount
-from .step import CountingError, count_step
+"""Exact FLOPs of a training step of a PyTorch model: see docs/counting.md.
 
-__all__ = ["REGISTRY", "formula", "lookup", "StepCount", "CountingError", "count_step", "optimizer_flops"]
+Names that need torch load on first use, so that reading cached counts (result.py, cache.py)
+does not pay for importing torch.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .result import StepCount
+
+_LAZY = {"REGISTRY": "formulas", "formula": "formulas", "lookup": "formulas", "optimizer_flops": "optimizer",
+         "CountingError": "step", "count_step": "step"}
+
+__all__ = ["StepCount", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

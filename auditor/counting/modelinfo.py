@@ -1,9 +1,7 @@
 """What the analytic formulas need from a model: parameter counts and attention shape."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
+from dataclasses import asdict, dataclass
 
 _EXPERT_COUNT_KEYS = ("num_local_experts", "n_routed_experts", "num_experts", "moe_num_experts")
 _TOP_K_KEYS = ("num_experts_per_tok", "moe_topk", "top_k", "num_selected_experts")
@@ -25,6 +23,9 @@ class ModelInfo:
     def d_attn(self) -> int | None:
         return self.n_heads * self.head_dim if self.n_heads and self.head_dim else None
 
+    def to_dict(self) -> dict:
+        return asdict(self)
+
 
 def _first(config, keys):
     for key in keys:
@@ -34,7 +35,9 @@ def _first(config, keys):
     return None
 
 
-def model_info(model: torch.nn.Module) -> ModelInfo:
+def model_info(model) -> ModelInfo:
+    import torch
+
     params = {id(p): p for p in model.parameters()}
     total = sum(p.numel() for p in params.values())
     embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))

@@ -72,6 +72,20 @@ class StepCount:
             out.setdefault(mod, dict.fromkeys(PHASES, 0))[p] += v
         return dict(sorted(out.items()))
 
+    def to_json(self) -> dict:
+        """Everything, losslessly, for the count cache (from_json reads it back)."""
+        return {"records": [[*k, v] for k, v in sorted(self.records.items())],
+                "executed": [[*k, v] for k, v in sorted(self.executed.items())],
+                "uncovered": dict(sorted(self.uncovered.items())),
+                "assumptions": list(self.assumptions), "tokens": self.tokens}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "StepCount":
+        return cls(Counter({tuple(r[:3]): int(r[3]) for r in data["records"]}),
+                   Counter({tuple(r[:3]): int(r[3]) for r in data["executed"]}),
+                   Counter({k: int(v) for k, v in data["uncovered"].items()}),
+                   list(data["assumptions"]), data["tokens"])
+
     def to_dict(self) -> dict:
         return {
             "forward_flops": self.forward,

@@ -15,17 +15,17 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-import torch
-
-from ..counting import count_step
-from ..counting.hf import example_inputs
 from ..counting.result import StepCount
 from ..estimate import Estimate
 
 ELEMENTWISE_ALLOWANCE = Fraction(5, 100)
 
 
-def _sequence_inputs(model: torch.nn.Module, seq_len: int, decoder_len: int | None):
+def _sequence_inputs(model, seq_len: int, decoder_len: int | None):
+    import torch
+
+    from ..counting.hf import example_inputs
+
     if getattr(model, "config", None) is not None:
         return example_inputs(model, 1, seq_len, decoder_len)
     maker = getattr(model, "example_inputs", None)
@@ -35,14 +35,28 @@ def _sequence_inputs(model: torch.nn.Module, seq_len: int, decoder_len: int | No
     return (torch.zeros(1, seq_len, dtype=torch.long, device=device),)
 
 
-def count_sequence(model: torch.nn.Module, seq_len: int, decoder_len: int | None = None) -> StepCount:
+def count_sequence(model, seq_len: int, decoder_len: int | None = None) -> StepCount:
     """One training step over one sequence; every call builds fresh inputs."""
+    from ..counting import count_step
+
     return count_step(model, _sequence_inputs(model, seq_len, decoder_len), tokens=seq_len)
 
 
-def counted_estimate(model: torch.nn.Module, seq_len: int, tokens: int, *, decoder_len: int | None = None,
-                     step: StepCount | None = None) -> Estimate:
-    step = step or count_sequence(model, seq_len, decoder_len)
+def count_for_run(model, seq_len: int, decoder_len: int | None = None) -> tuple[StepCount, int]:
+    """The sequence's count, and the total at half the context (0 where seq_len is odd)."""
+    step = count_sequence(model, seq_len, decoder_len)
+    if seq_len < 2 or seq_len % 2:
+        return step, 0
+    return step, count_sequence(model, seq_len // 2, decoder_len // 2 if decoder_len else None).total
+
+
+def counted_estimate(model, seq_len: int, tokens: int, *, decoder_len: int | None = None) -> Estimate:
+    step, half_total = count_for_run(model, seq_len, decoder_len)
+    return estimate_from_counts(step, half_total, seq_len, tokens)
+
+
+def estimate_from_counts(step: StepCount, half_total: int, seq_len: int, tokens: int) -> Estimate:
+    """The run's Estimate from one sequence's count (and the count at half its length)."""
     run = Fraction(step.total * tokens, seq_len)
     flops = math.floor(run + Fraction(1, 2))
     assumptions = list(step.assumptions) + [
@@ -50,10 +64,7 @@ def counted_estimate(model: torch.nn.Module, seq_len: int, tokens: int, *, decod
         f"times {tokens:,} tokens / {seq_len:,}",
         f"elementwise operations are not counted; the high end adds {int(ELEMENTWISE_ALLOWANCE * 100)} % for them",
     ]
-    quadratic = 0
-    if seq_len >= 2 and seq_len % 2 == 0:
-        half = count_sequence(model, seq_len // 2, decoder_len // 2 if decoder_len else None)
-        quadratic = max(0, 2 * (step.total - 2 * half.total))  # q s^2 per sequence
+    quadratic = max(0, 2 * (step.total - 2 * half_total)) if half_total else 0  # q s^2 per sequence
     if quadratic:
         assumptions.append(
             f"attention counted over the full context; with causal masking half of the context-quadratic work "

@@ -1,0 +1,51 @@
+"""End-to-end preflight of the Llama 3.1 405B sample, interpreter start included.
+
+Three figures, each the median of --repeat runs of a fresh `python -m auditor preflight ...
+--format json` process:
+  cold:  an empty count cache: the model is built on meta and counted;
+  warm:  the count comes from the cache (same config, context and versions);
+  floor: `python -c "import torch, transformers' Llama modules"`, what any cold run must pay.
+
+    python benchmarks/preflight_405b.py [--repeat 5]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_runs" / "llama-3.1-405b.yaml"
+PREFLIGHT = [sys.executable, "-m", "auditor", "preflight", str(SAMPLE), "--format", "json"]
+FLOOR = [sys.executable, "-c", "import torch, transformers.models.llama.modeling_llama"]
+
+
+def timed(cmd: list[str], cache: str) -> float:
+    env = dict(os.environ, AUDITOR_CACHE_DIR=cache)
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    cold, warm, floor = [], [], []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as cache:
+            cold.append(timed(PREFLIGHT, cache))
+            warm.append(timed(PREFLIGHT, cache))
+        floor.append(timed(FLOOR, "off"))
+    print(f"preflight of {SAMPLE.name}, end to end, median of {args.repeat} (min-max)")
+    for name, xs in (("cold cache", cold), ("warm cache", warm), ("import floor", floor)):
+        print(f"  {name:13} {statistics.median(xs):5.2f} s  ({min(xs):.2f}-{max(xs):.2f})")
+
+
+if __name__ == "__main__":
+    main()
