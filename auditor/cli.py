@@ -15,8 +15,10 @@ DEMO_RUN = Path(__file__).parent / "data" / "demo-run.yaml"
 
 
 def fail(message: str) -> None:
-    """Bad input: one line on stderr naming what is wrong, exit 2, no traceback."""
-    click.echo(f"error: {message}", err=True)
+    """Bad input: one line on stderr naming what is wrong, exit 2, no traceback.
+
+    Libraries' messages may span lines (transformers' validation errors do): folded here."""
+    click.echo("error: " + " ".join(message.split()), err=True)
     sys.exit(2)
 
 

@@ -105,10 +105,11 @@ def build_model(config):
             raise PreflightError(str(exc) if str(exc).startswith(where) else f"{where}: model.hf_config: {exc}") from None
     if spec.factory is not None:
         module_name, _, func_name = spec.factory.partition(":")
-        try:
+        try:  # the user's module may fail in any way while it is imported
             factory = getattr(importlib.import_module(module_name), func_name)
-        except (ImportError, AttributeError) as exc:
-            raise PreflightError(f"{where}: model.factory: cannot import {spec.factory}: {exc}") from None
+        except Exception as exc:
+            raise PreflightError(f"{where}: model.factory: cannot import {spec.factory}: "
+                                 f"{type(exc).__name__}: {exc}") from None
         try:
             with torch.device("meta"):
                 model = factory(**(spec.kwargs or {}))

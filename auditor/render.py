@@ -1,6 +1,8 @@
 """Text and Markdown views of a preflight, rendered from its dict (the JSON contract)."""
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 from .estimate import two_significant
@@ -19,8 +21,10 @@ def _templates():
 
 
 def md_cell(value: Any) -> str:
-    """A Markdown table cell: pipes and newlines would break the row, and HTML is shown as text."""
-    text = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """A Markdown table cell shown as plain text: pipes and newlines would break the row, HTML
+    would render, and link, emphasis and code syntax would turn a run name into markup."""
+    text = " ".join(str(value).split())
+    text = re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
