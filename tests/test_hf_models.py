@@ -113,3 +113,31 @@ def test_t5_encoder_decoder_closed_form():
 def test_mixtral_repeated_equals_full_on_meta():
     fast, full = count(mixtral_config()), count(mixtral_config(), repeated_blocks=False)
     assert fast.records == full.records and fast.total > 0
+
+
+def test_llama_without_cache_counts_on_meta_like_on_cpu():
+    """use_cache=False sends Llama through mask checks that read data: answered on meta as for
+    unpadded sequences, and stated."""
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=120, use_cache=False)
+    meta, cpu = count(cfg, "meta"), count(cfg, "cpu")
+    # The same FLOPs by phase and module; the attention op differs (math path on meta, CPU flash).
+    assert meta.by_module() == cpu.by_module() and meta.total == cpu.total
+    assert any("unpadded" in a for a in meta.assumptions)
+
+
+def test_idle_block_list_does_not_stop_the_shortcut():
+    class TwoTowers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.text = torch.nn.ModuleList(torch.nn.Linear(8, 8) for _ in range(4))
+            self.vision = torch.nn.ModuleList(torch.nn.Linear(8, 8) for _ in range(3))  # unused here
+
+        def forward(self, x):
+            for block in self.text:
+                x = block(x)
+            return x
+
+    r = count_step(TwoTowers(), torch.randn(2, 8))
+    assert r.forward == 4 * 2 * 2 * 8 * 8
+    assert any("text[0] x4" in a for a in r.assumptions) and not any("not used" in a for a in r.assumptions)

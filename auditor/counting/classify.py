@@ -14,7 +14,7 @@ _COMPUTE_WORDS = {
     "gemm", "gemv", "einsum", "linear", "tensordot", "bilinear", "attention", "attn",
     "sdpa", "scan", "ssm", "selective", "mamba", "conv", "convolution", "cdist",
     "gmm", "spmm", "smm", "hspmm", "sspaddmm", "segment_mm",
-    "trilinear", "rnn", "lstm", "gru", "recurrent",
+    "trilinear", "rnn", "lstm", "gru", "recurrent", "solve", "triangular", "cholesky",
 }
 # Tokens such as "conv2d", "convolution", "transpose3d" after "conv", "flashattention".
 _COMPUTE_TOKEN = re.compile(r"^(conv(olution)?\d*d?|convtranspose\d*d?|\w*attention\w*|\w*attn\w*)$")

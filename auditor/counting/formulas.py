@@ -259,3 +259,5 @@ def conv_output_numel_flop(x_shape, w_shape, out_shape) -> int:
 @formula(aten.mkldnn_convolution)
 def mkldnn_conv_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
     return conv_output_numel_flop(x_shape, w_shape, out_shape)
+
+from . import formulas_extra  # noqa: E402,F401  (registers more formulas into REGISTRY)

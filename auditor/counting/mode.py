@@ -108,6 +108,7 @@ class CountingMode:
                  names: dict[torch.nn.Module, str] | None = None):
         self.result = StepCount()
         names = names if names is not None else (module_paths(model) if model is not None else {})
+        self.canonical_checks = 0  # boolean reads of meta data answered True (see _Dispatch)
         self._scope = ModuleScope(names)
         self._dense = dense_experts or {}
         self._dispatch = _Dispatch(self)
@@ -157,6 +158,12 @@ class _Dispatch(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in _PASSTHROUGH:
             return NotImplemented
+        if func is aten._local_scalar_dense.default and args[0].is_meta and args[0].dtype == torch.bool:
+            # Models ask "is any position padded? is the batch packed? may the mask be skipped?"
+            # of their inputs; meta tensors hold no data. True answers as for unpadded, unpacked
+            # sequences: the full-context step the count is for. Integer reads still fail.
+            self.counter.canonical_checks += 1
+            return True
         if isinstance(func, torch._ops.HigherOrderOperator):
             self.counter._note_uncovered(str(func.name()))
             return NotImplemented

@@ -104,8 +104,12 @@ def _input_signature(args, kwargs) -> tuple:
                  for t in leaves)
 
 
-def _run_checked(run: Callable[[], StepCount], lists, keep, pair: tuple | None) -> StepCount:
-    """Run with a shortened layout; check each kept block ran once, and ``pair`` saw equal inputs."""
+def _run_checked(run: Callable[[], StepCount], lists, keep, pair: tuple | None,
+                 idle: set[str] | None = None) -> StepCount:
+    """Run with a shortened layout; check each kept block ran once, and ``pair`` saw equal inputs.
+
+    A list none of whose blocks ran (a vision tower on a text-only step) is added to ``idle``
+    instead of failing the check; lists already in ``idle`` are not checked again."""
     seen: dict[tuple[str, int], list[tuple]] = {}
     hooks = []
     for path, indices in keep.items():
@@ -122,10 +126,13 @@ def _run_checked(run: Callable[[], StepCount], lists, keep, pair: tuple | None) 
         for h in hooks:
             h.remove()
     for path, indices in keep.items():
-        for i in indices:
-            calls = len(seen.get((path, i), []))
-            if calls != 1:
-                raise _Fallback(f"block {path}.{i} ran {calls} times in one step, not once")
+        calls = [len(seen.get((path, i), [])) for i in indices]
+        if idle is not None and (path in idle or not any(calls)):
+            idle.add(path)
+            continue
+        for i, n in zip(indices, calls):
+            if n != 1:
+                raise _Fallback(f"block {path}.{i} ran {n} times in one step, not once")
     if pair is not None:
         (path, a), (_, b) = pair
         if seen[(path, a)] != seen[(path, b)]:
@@ -162,19 +169,22 @@ def count_with_repeats(model: torch.nn.Module, run: Callable[[torch.nn.Module], 
     base_keep = {path: [g.members[0] for g in groups if g.list_path == path] for path in lists}
     full_run = lambda: run(model)  # noqa: E731 - the shortened lists live inside ``model``
     try:
-        base = _run_checked(full_run, lists, base_keep, None)
+        idle: set[str] = set()
+        base = _run_checked(full_run, lists, base_keep, None, idle)
         parts = []
         for g in groups:
-            if len(g.members) < 2:
+            if len(g.members) < 2 or g.list_path in idle:
                 continue
             keep = {p: list(v) for p, v in base_keep.items()}
             keep[g.list_path].append(g.members[1])
-            with_second = _run_checked(full_run, lists, keep, ((g.list_path, g.members[0]), (g.list_path, g.members[1])))
+            with_second = _run_checked(full_run, lists, keep, ((g.list_path, g.members[0]), (g.list_path, g.members[1])),
+                                       idle)
             parts.append(_combine(base, with_second, g))
     except _Fallback as why:
         assumptions.append(f"repeated-block shortcut not used, every block counted: {why}")
         return run(model)
-    total = StepCount(Counter(base.records), Counter(base.executed), Counter(base.uncovered))
+    total = StepCount(Counter(base.records), Counter(base.executed), Counter(base.uncovered),
+                      list(base.assumptions))
     for part in parts:
         for field, counter in part.items():
             target = getattr(total, field)
@@ -183,7 +193,7 @@ def count_with_repeats(model: torch.nn.Module, run: Callable[[torch.nn.Module], 
     for counter in (total.records, total.executed, total.uncovered):
         for k in [k for k, v in counter.items() if v == 0]:
             del counter[k]
-    kinds = ", ".join(f"{g.list_path}[{g.members[0]}] x{len(g.members)}" for g in groups)
+    kinds = ", ".join(f"{g.list_path}[{g.members[0]}] x{len(g.members)}" for g in groups if g.list_path not in idle)
     assumptions.append(f"identical repeated blocks counted once and multiplied ({kinds}); "
                        "identity checked by class, parameters, settings and input shapes")
     return total

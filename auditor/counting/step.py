@@ -92,6 +92,10 @@ def run_step(model: torch.nn.Module, inputs: Any, *, loss_fn: Callable[[Any], to
             output = _call(model, inputs)
             if backward:
                 (loss_fn or default_loss)(output).backward()
+        if mode.canonical_checks:
+            mode.result.assumptions.append(
+                "on meta, the model's data-dependent checks of its inputs (padding, packing, mask skipping) "
+                "were answered as for unpadded, unpacked sequences")
     finally:
         for p, g in grads.items():
             p.grad = g
