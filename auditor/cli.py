@@ -89,26 +89,51 @@ def count(model_config: Path, seq_len, batch, device, depth, fmt, no_repeat) -> 
         click.echo(render_count(result, f"{model_config}: one training step", depth))
 
 
+RULES_OPTION = click.option("--rules", "rules", multiple=True, metavar="ID-or-PATH",
+                            help="A bundled rule or rule-set id, or a rule file; repeat for more "
+                                 "(default: the config's rules:, else every bundled rule).")
+AS_OF_OPTION = click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]),
+                            help="Read rule statuses and dates as of this day (YYYY-MM-DD; default today).")
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "md"]), default="text", show_default=True,
               help="text: a readable table; json: the contract in DESIGN.md (ints for every count); md: Markdown.")
-def preflight(config: Path, fmt: str) -> None:
-    """Estimate a training run's compute from its YAML config, before any GPU is rented."""
-    data = preflight_dict(config)
+@RULES_OPTION
+@AS_OF_OPTION
+def preflight(config: Path, fmt: str, rules: tuple[str, ...], as_of) -> None:
+    """Estimate a training run's compute from its YAML config and judge it against the rules.
+
+    Exit 0 when every blocking rule is clear, 1 when one is crossed or at risk, 2 on bad input."""
+    data = preflight_dict(config, rules, as_of)
     click.echo(render_preflight(data, fmt))
+    sys.exit(1 if any(v["blocking"] and v["status"] in ("crossed", "at_risk") for v in data["verdicts"]) else 0)
 
 
-def preflight_dict(config: Path) -> dict:
-    """Load, validate and estimate; bad input ends the command with exit 2 and one line."""
-    from .config import ConfigError, load_run_config
-    from .preflight import PreflightError, run_preflight
+def preflight_dict(config: Path, rules=(), as_of=None, *, quiet: bool = False) -> dict:
+    """Load, validate, estimate and judge; bad input ends the command with exit 2 and one line."""
+    try:
+        return assess_or_error(config, rules, as_of, quiet=quiet).to_dict()
+    except BadInput as exc:
+        fail(str(exc))
+
+
+class BadInput(Exception):
+    pass
+
+
+def assess_or_error(config: Path, rules=(), as_of=None, *, quiet: bool = False):
+    from .config import ConfigError
+    from .preflight import PreflightError, assess
+    from .rulefile import RuleError
 
     quiet_libraries()
+    progress = None if quiet else (lambda m: click.echo(f"... {m}", err=True))
     try:
-        return run_preflight(load_run_config(config), progress=lambda m: click.echo(f"... {m}", err=True)).to_dict()
-    except (ConfigError, PreflightError) as exc:
-        fail(str(exc))
+        return assess(config, rules=list(rules) or None, as_of=as_of.date() if as_of else None, progress=progress)
+    except (ConfigError, PreflightError, RuleError) as exc:
+        raise BadInput(str(exc)) from None
 
 
 def render_preflight(data: dict, fmt: str) -> str:
@@ -117,6 +142,102 @@ def render_preflight(data: dict, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(data, indent=2, sort_keys=True)
     return preflight_markdown(data) if fmt == "md" else preflight_text(data)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@RULES_OPTION
+@AS_OF_OPTION
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here.")
+@click.option("--github", is_flag=True, help="Print GitHub Actions annotations on each config's file and line.")
+def gate(paths, rules, as_of, junit, github) -> None:
+    """Check every training config in PATHS (files or folders) against the rules, for CI.
+
+    Exit 0 when every blocking rule is clear for every config, 1 when one is crossed or at risk,
+    2 when a config is bad input (the others are still checked and reported)."""
+    from .gate import Gate, GateResult, collect_configs, github_annotations, junit_xml
+
+    configs, missing = collect_configs(list(paths))
+    result = Gate(results=list(missing))
+    for n, path in enumerate(configs, 1):
+        click.echo(f"[{n}/{len(configs)}] {path}", err=True)
+        try:
+            result.results.append(GateResult(path, assess_or_error(path, rules, as_of, quiet=True).to_dict()))
+        except BadInput as exc:
+            result.results.append(GateResult(path, error=" ".join(str(exc).split())))
+    click.echo(render_gate(result))
+    if junit:
+        junit.write_bytes(junit_xml(result))
+    if github:
+        for line in github_annotations(result):
+            click.echo(line)
+    sys.exit(result.exit_code)
+
+
+def render_gate(result) -> str:
+    rows = []
+    for r in result.results:
+        if r.error:
+            rows.append([str(r.path), "-", "bad input", r.error])
+            continue
+        worst = ", ".join(f"{v['rule']} {v['status']}" for v in r.failing) or "clear"
+        rows.append([str(r.path), sci(r.preflight["total_flops"]), "FAIL" if r.failing else "ok", worst])
+    summary = f"\n{len(result.results)} configs: {sum(1 for r in result.results if r.failing)} failing, " \
+              f"{sum(1 for r in result.results if r.error)} bad input"
+    return table(["config", "FLOPs", "gate", "blocking rules crossed or at risk"], rows) + summary
+
+
+@main.group()
+def thresholds() -> None:
+    """The compute-threshold rules: list them, show one, validate a rule file."""
+
+
+@thresholds.command("list")
+@AS_OF_OPTION
+def thresholds_list(as_of) -> None:
+    """Every bundled rule with its threshold, comparison, basis and status."""
+    from .rules import rule_activity, as_of_day, bundled_rules
+
+    day = as_of_day(as_of.date() if as_of else None)
+
+    def status_on(rule, when) -> str:
+        inactive, _ = rule_activity(rule, when)
+        return f"not in force ({inactive})" if inactive else "in force"
+
+    rows = []
+    for rule in bundled_rules():
+        d = rule.to_dict()
+        threshold = (f"{d['comparison']} {sci(int(d['threshold_flops']))}" if d.get("threshold_flops") is not None
+                     else f"{d['comparison']} {d['ratio']} of base")
+        rows.append([d["id"], d["jurisdiction"], threshold, d["basis"], status_on(rule, day), "yes" if d["blocking"] else "no"])
+    click.echo(table(["rule", "jurisdiction", "threshold", "basis", "status", "blocking"], rows))
+
+
+@thresholds.command("show")
+@click.argument("rule_id")
+def thresholds_show(rule_id: str) -> None:
+    """One rule (or rule set) by id, as YAML-like JSON with its citation, obligations and deadlines."""
+    from .rulefile import RuleError
+    from .rules import load_rules
+
+    try:
+        chosen = load_rules([rule_id])
+    except RuleError as exc:
+        fail(str(exc))
+    click.echo(json.dumps([r.to_dict() for r in chosen], indent=2, sort_keys=True, default=str))
+
+
+@thresholds.command("validate")
+@click.argument("path", type=click.Path(path_type=Path))
+def thresholds_validate(path: Path) -> None:
+    """Check a rule file of your own: exit 0 when valid, 2 with the file and field when not."""
+    from .rulefile import RuleError, validate_rule_file
+
+    try:
+        rules = validate_rule_file(path)
+    except RuleError as exc:
+        fail(str(exc))
+    click.echo(f"{path}: valid, {len(rules)} rule(s): {', '.join(r.id for r in rules)}")
 
 
 @main.command()

@@ -16,6 +16,7 @@ from typing import Any
 from .estimate import Estimate, two_significant
 
 PREFERENCE = ("counted", "analytic", "hardware")
+_COUNTED: dict[str, tuple] = {}  # cache key -> count_model's answer, for this process
 
 
 class PreflightError(Exception):
@@ -32,6 +33,8 @@ class Preflight:
     lineage: dict[str, Any] | None = None
     modality: str = "text"
     source: str | None = None
+    verdicts: list = field(default_factory=list)              # rules.Verdict, filled by assess()
+    as_of: str | None = None
 
     @property
     def central(self) -> Estimate:
@@ -76,9 +79,33 @@ class Preflight:
             "notification": self.notification(),
             "estimates": [e.to_dict() for e in self.estimates],
             "skipped_methods": self.skipped,
-            "verdicts": [],
+            "as_of": self.as_of,
+            "verdicts": [v.to_dict() for v in self.verdicts],
             "uncovered_ops": self.uncovered_ops,
         }
+
+
+def assess(config_path, *, rules=None, as_of=None, progress: Callable[[str], None] | None = None) -> Preflight:
+    """Config file in, Preflight with verdicts out: what `auditor preflight` and `gate` run.
+
+    ``rules``: ids or paths (relative to the working directory); None uses the config's own
+    ``rules:`` (relative to its folder), else every bundled rule. Raises ConfigError,
+    PreflightError or RuleError for bad input, each one line naming the file and the field.
+    """
+    from .config import load_run_config
+    from .rules import as_of_day, evaluate, load_rules
+
+    config = load_run_config(config_path)
+    result = run_preflight(config, progress=progress)
+    if rules:
+        chosen = load_rules(list(rules))
+    elif config.rules:
+        chosen = load_rules(list(config.rules), base_dir=Path(config_path).parent)
+    else:
+        chosen = load_rules(None)
+    day = as_of_day(as_of)
+    result.verdicts, result.as_of = evaluate(result, chosen, day), day.isoformat()
+    return result
 
 
 def _where(config) -> str:
@@ -145,10 +172,13 @@ def count_model(config, say: Callable[[str], None]):
 
     payload = _cache_payload(config)
     key = cache.cache_key(payload) if payload else None
+    if key in _COUNTED:  # the same model and context met earlier in this process (a gate)
+        return _COUNTED[key]
     hit = cache.load(key) if key else None
     if hit:
         say("count found in the cache")
-        return ModelInfo(**hit["info"]), StepCount.from_json(hit["step"]), hit["half_total"], None
+        _COUNTED[key] = ModelInfo(**hit["info"]), StepCount.from_json(hit["step"]), hit["half_total"], None
+        return _COUNTED[key]
     say("building the model on the meta device")
     model = build_model(config)
     if model is None:
@@ -167,6 +197,7 @@ def count_model(config, say: Callable[[str], None]):
         return info, None, None, str(exc)
     if key:
         cache.store(key, {"info": info.to_dict(), "step": step.to_json(), "half_total": half_total})
+        _COUNTED[key] = info, step, half_total, None
     return info, step, half_total, None
 
 

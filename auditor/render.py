@@ -30,8 +30,18 @@ def md_cell(value: Any) -> str:
 
 def preflight_markdown(data: dict[str, Any]) -> str:
     env = _templates()
-    env.filters.update(sci=sci, cell=md_cell, two=two_significant)
+    preflight_markdown_filters(env)
     return env.get_template("preflight.md.j2").render(p=data)
+
+
+def next_deadline(verdict: dict[str, Any]) -> str:
+    due = sorted((d["due"], d["what"]) for d in verdict.get("deadlines", []) if d.get("due"))
+    return f"{due[0][1]} by {due[0][0]}" if due else "-"
+
+
+def preflight_markdown_filters(env) -> None:
+    env.filters.update(sci=sci, cell=md_cell, two=two_significant)
+    env.globals.update(next_deadline=next_deadline)
 
 
 def preflight_text(data: dict[str, Any]) -> str:
@@ -59,6 +69,14 @@ def preflight_text(data: dict[str, Any]) -> str:
         six_n = 6 * model["active_parameters"]
         lines.append(f"counted per token {counted['flops_per_token']:,} vs 6 x active parameters {six_n:,} "
                      f"({counted['flops_per_token'] / six_n:.3f}x; attention and the context make the difference)")
+    if data.get("verdicts"):
+        lines.append(f"\nrules, as of {data.get('as_of')}:")
+        lines.append(table(["rule", "status", "threshold", "margin", "blocking", "next deadline"], [
+            [v["rule"], v["status"].replace("_", " "), f"{v['comparison']} {sci(v['threshold_flops'])}",
+             f"{v['margin']:.2f}", "yes" if v["blocking"] else "no", next_deadline(v)] for v in data["verdicts"]]))
+        for v in data["verdicts"]:
+            if v["status"] in ("crossed", "at_risk"):
+                lines.append(f"  {v['rule']}: {v['reason']}")
     for method, why in data.get("skipped_methods", {}).items():
         lines.append(f"{method} method not used: {why}")
     lines.append("uncovered ops: " + (", ".join(data["uncovered_ops"]) or "none"))

@@ -260,9 +260,11 @@ def test_json_round_trips_big_ints(tmp_path):
     path = tmp_path / "big.yaml"
     path.write_text("run: big\nmodel: {parameters: 405e9}\ndata: {tokens: 15.6e12}\n")
     result = invoke("preflight", path, "--format", "json")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # 3.8e25 crosses the EU's blocking 1e25 presumption
     data = json.loads(result.stdout)
     assert data["total_flops"] == 6 * 405 * 10 ** 9 * 156 * 10 ** 11
+    eu = next(v for v in data["verdicts"] if v["rule"] == "eu-ai-act-systemic-risk")
+    assert eu["status"] == "crossed" and eu["threshold_flops"] == 10 ** 25
     assert re.search(r'"total_flops": 37908000000000000000000000\b', result.stdout)
 
 

@@ -1,0 +1,128 @@
+"""The CI gate: preflight every config under the given paths, judge each against the rules.
+
+Exit code: 2 when any config is bad input (the others are still checked and reported), else 1
+when a blocking rule is crossed or at risk for any config, else 0.
+"""
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BLOCKING_STATUSES = ("crossed", "at_risk")
+
+
+@dataclass
+class GateResult:
+    path: Path
+    preflight: dict[str, Any] | None = None   # the preflight's dict, verdicts filled in
+    error: str | None = None                  # one line, for bad input
+
+    @property
+    def verdicts(self) -> list[dict[str, Any]]:
+        return self.preflight["verdicts"] if self.preflight else []
+
+    @property
+    def failing(self) -> list[dict[str, Any]]:
+        return [v for v in self.verdicts if v["blocking"] and v["status"] in BLOCKING_STATUSES]
+
+
+@dataclass
+class Gate:
+    results: list[GateResult] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.error for r in self.results):
+            return 2
+        return 1 if any(r.failing for r in self.results) else 0
+
+
+def collect_configs(paths: list[Path]) -> tuple[list[Path], list[GateResult]]:
+    """Config files named, and every *.yaml / *.yml under folders named, in a stable order."""
+    found, missing = [], []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()))
+        elif path.exists():
+            found.append(path)
+        else:
+            missing.append(GateResult(path, error=f"{path}: no such file or folder"))
+    return list(dict.fromkeys(found)), missing
+
+
+def field_line(path: Path, names: tuple[str, ...] = ("tokens", "steps", "model")) -> int:
+    """The line of the field that drives the compute, for annotations (1 when not found)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return 1
+    for name in names:
+        for number, line in enumerate(lines, 1):
+            if re.match(rf"\s*{re.escape(name)}\s*:", line):
+                return number
+    return 1
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def github_annotations(gate: Gate) -> list[str]:
+    """GitHub Actions workflow commands: ::error / ::warning file=...,line=...,title=...::message."""
+    out = []
+    for r in gate.results:
+        if r.error:
+            out.append(f"::error file={_escape_property(str(r.path))},line=1,"
+                       f"title={_escape_property('auditor: bad config')}::{_escape_data(r.error)}")
+            continue
+        line = field_line(r.path)
+        for v in r.verdicts:
+            if v["status"] not in BLOCKING_STATUSES:
+                continue
+            level = "error" if v["blocking"] else "warning"
+            title = f"auditor: {v['rule']} {v['status']}"
+            message = (f"{r.preflight['run']}: {v['status'].replace('_', ' ')} under {v['rule']} "
+                       f"(threshold {v['comparison']} {v['threshold_flops']:.2e} FLOP; margin {v['margin']:.2f}). "
+                       f"{v.get('reason', '')}")
+            out.append(f"::{level} file={_escape_property(str(r.path))},line={line},"
+                       f"title={_escape_property(title)}::{_escape_data(message.strip())}")
+    return out
+
+
+def junit_xml(gate: Gate) -> bytes:
+    """One test suite; one test case per config and rule. Bad configs are errors, blocking
+    crossings and risks failures, rules not in force skipped."""
+    suite = ET.Element("testsuite", name="auditor gate")
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for r in gate.results:
+        if r.error:
+            case = ET.SubElement(suite, "testcase", classname=str(r.path), name="config")
+            ET.SubElement(case, "error", message=r.error, type="bad_input").text = r.error
+            counts["tests"] += 1
+            counts["errors"] += 1
+            continue
+        for v in r.verdicts:
+            case = ET.SubElement(suite, "testcase", classname=str(r.path), name=v["rule"])
+            counts["tests"] += 1
+            text = f"{v['status']}: margin {v['margin']:.3f}; {v.get('reason', '')}".strip()
+            if v["status"] == "not_in_force":
+                ET.SubElement(case, "skipped", message=text)
+                counts["skipped"] += 1
+            elif v["status"] in BLOCKING_STATUSES and v["blocking"]:
+                ET.SubElement(case, "failure", message=text, type=v["status"]).text = text
+                counts["failures"] += 1
+            elif v["status"] in BLOCKING_STATUSES:
+                ET.SubElement(case, "system-out").text = f"non-blocking: {text}"
+    for key, value in counts.items():
+        suite.set(key, str(value))
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)

@@ -1,0 +1,342 @@
+"""Verdicts: a run's compute range checked against rules (docs/rules.md).
+
+For each rule: is it in force on the as-of date, and does it cover this run (modality, developer)?
+Which figure is compared (the run; the base model's compute plus the run; the run against a share of
+the base model's compute)? Then, with the rule's exact comparison: ``crossed`` when even the low end
+passes, ``at_risk`` when the high end does, ``clear`` when the high end does not. Ints and Fractions
+throughout: 10^25 / 3 is compared exactly. Rule files are checked by ``auditor.rulefile``; ``load_rules``
+picks the rules to check (bundled ids, rule-set ids, or users' files).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, time, timedelta
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from .numbers import join_words, short, suggest
+from .resources import resource_dir
+from .rulefile import Rule, RuleError, RuleSet, rule_file_json_schema, validate_rule_file  # noqa: F401
+
+STATUSES = ("crossed", "at_risk", "clear", "not_in_force")
+WORDS = {">": "strict", ">=": "inclusive"}
+DEVELOPER_WORDS = {"same": "the base model's own developer", "other": "a developer other than the base model's"}
+START_WORDS = {"threshold_known": "knowing the threshold will be met", "threshold_met": "the threshold being met",
+               "training_start": "the start of training", "deployment": "deployment",
+               "incident_discovered": "discovering the incident"}
+
+
+# ----- which rules
+
+def rule_files(folder: str | Path | None = None) -> list[Path]:
+    """The *.yaml and *.yml files of a folder (default: the bundled thresholds/), sorted by name."""
+    folder = Path(folder) if folder is not None else resource_dir("thresholds")
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def bundled_rules() -> list[Rule]:
+    """Every rule in the bundled thresholds/ folder, file by file in name order."""
+    rules: list[Rule] = []
+    for path in rule_files():
+        rules += validate_rule_file(path, known=rules)
+    return rules
+
+
+def _is_path(item: str) -> bool:
+    return "/" in item or "\\" in item or item.endswith((".yaml", ".yml"))
+
+
+def load_rules(ids_or_paths: Iterable[str | Path] | str | None = None, *,
+               base_dir: str | Path | None = None) -> list[Rule]:
+    """Rules to check. None: every bundled rule. Otherwise each item is a rule id or a rule-set id from the
+    bundled thresholds/ (selecting that rule, or the whole set), or a path (it has a '/' or ends in .yaml/.yml)
+    to a user's rule file or a folder of them; relative paths start at ``base_dir`` (default: the working
+    directory). The same rule selected twice is kept once; two different rules with one id are an error."""
+    if ids_or_paths is None:
+        return bundled_rules()
+    if isinstance(ids_or_paths, (str, Path)):
+        ids_or_paths = [ids_or_paths]
+    chosen: list[Rule] = []
+    bundled: list[Rule] | None = None
+    for i, item in enumerate(ids_or_paths):
+        if isinstance(item, Path) or (isinstance(item, str) and _is_path(item)):
+            path = Path(item) if Path(item).is_absolute() or base_dir is None else Path(base_dir) / item
+            files = rule_files(path) if path.is_dir() else [path]
+            if not files:
+                raise RuleError(f"{path}: no .yaml rule files in this folder", source=str(path))
+            for file in files:
+                have = {(r.source, r.id) for r in chosen}
+                chosen += [r for r in validate_rule_file(file, known=chosen) if (r.source, r.id) not in have]
+            continue
+        if not isinstance(item, str):
+            raise RuleError(f"rules[{i}]: got {short(item)}; expected a rule id or a rule file path",
+                            field=f"rules[{i}]")
+        bundled = bundled if bundled is not None else bundled_rules()
+        picked = [r for r in bundled if item in (r.id, r.rule_set)]
+        if not picked:
+            names = sorted({r.id for r in bundled} | {r.rule_set for r in bundled if r.rule_set})
+            sets = ", ".join(dict.fromkeys(r.rule_set for r in bundled if r.rule_set))
+            raise RuleError(f"rules[{i}]: got {item!r}; expected a rule id, a rule set id ({sets}; "
+                            f"'auditor thresholds list' shows every rule) or a path to a rule file"
+                            f"{suggest(item, names)}", field=f"rules[{i}]")
+        for rule in picked:
+            same = next((r for r in chosen if r.id == rule.id), None)
+            if same is not None and same.source != rule.source:
+                raise RuleError(f"rules[{i}]: got {item!r}; expected rules with unique ids ({rule.id!r} is already "
+                                f"defined in {same.source})", field=f"rules[{i}]")
+            if same is None:
+                chosen.append(rule)
+    return chosen
+
+
+# ----- verdicts
+
+@dataclass
+class Verdict:
+    """One rule's answer for one run. ``to_dict()`` is the JSON contract (DESIGN.md) plus the extra fields."""
+    rule: str
+    title: str
+    jurisdiction: str
+    status: str                      # crossed | at_risk | clear | not_in_force
+    threshold_flops: int             # the int a whole FLOP count is compared with, same answer as the exact one
+    threshold_exact: str             # the exact threshold: '10000000000000000000000000' or '38000...000/3'
+    comparison: str                  # '>' strict or '>=' inclusive
+    margin: float                    # high end of the compared figure / threshold
+    basis: str                       # training | cumulative | ratio_to_base
+    basis_flops: dict[str, int]      # the figure compared: low, central, high
+    compared: str                    # which end decided: 'low' (crossed) or 'high'
+    reason: str                      # one sentence: which end, against what, why
+    citation: dict[str, str]
+    obligations: list[str]
+    deadlines: list[dict[str, Any]]  # each: what, within_days or within_hours, from, due (YYYY-MM-DD or None), text
+    unverified: list[str]            # conditions compute alone cannot decide
+    blocking: bool
+    would_be: str                    # the status on these figures were the rule in force and in scope
+    inactive: str | None = None      # revoked, rescinded, vetoed, proposed, not_yet_effective, out_of_scope
+    assumptions: list[str] = field(default_factory=list)
+    rule_set: str | None = None
+    as_of: str = ""
+
+    @property
+    def fails_gate(self) -> bool:
+        """A blocking rule crossed or at risk: the gate exits 1."""
+        return self.blocking and self.status in ("crossed", "at_risk")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def gate_failures(verdicts: list[Verdict]) -> list[Verdict]:
+    """The verdicts that fail a gate: blocking rules crossed or at risk."""
+    return [v for v in verdicts if v.fails_gate]
+
+
+@dataclass(frozen=True)
+class _Run:
+    low: int
+    central: int
+    high: int
+    modality: str | None
+    modification: bool               # it has a lineage: a fine-tune or other modification of a base model
+    base_flops: int | None
+    developer: str | None            # same | other | None (not stated)
+
+
+def _run_of(result: Any) -> _Run:
+    """The figures a verdict needs, from a Preflight (or anything with low, high, total_flops or flops)."""
+    lineage = getattr(result, "lineage", None)
+    if lineage is not None and not isinstance(lineage, dict):
+        lineage = lineage.model_dump() if hasattr(lineage, "model_dump") else vars(lineage)
+    lineage = {k: v for k, v in (lineage or {}).items() if v is not None}
+    central = getattr(result, "total_flops", None)
+    central = result.flops if central is None else central
+    base = lineage.get("base_compute_flops")
+    return _Run(int(result.low), int(central), int(result.high), getattr(result, "modality", None),
+                bool(lineage.keys() & {"base_model", "base_compute_flops", "developer"}),
+                int(base) if base is not None else None, lineage.get("developer"))
+
+
+def sci(value: int | Fraction) -> str:
+    """10**25 -> '1.0e25', 114 * 10**24 -> '1.14e26'; exact up to 6 significant digits, else '~1.267e25'."""
+    value = Fraction(value)
+    if value <= 0:
+        return str(value)
+    if value.denominator == 1:
+        digits = str(value.numerator)
+        kept = digits.rstrip("0")
+        if len(kept) <= 6:
+            return f"{kept[0]}.{kept[1:] or '0'}e{len(digits) - 1}"
+    mantissa, exponent = f"{float(value):.3e}".split("e")
+    return f"~{mantissa}e{int(exponent)}"
+
+
+def _ratio_words(ratio: Fraction) -> str:
+    return {Fraction(1, 3): "one third", Fraction(1, 2): "half", Fraction(1, 4): "a quarter"}.get(
+        ratio, f"{ratio.numerator}/{ratio.denominator}")
+
+
+def rule_activity(rule: Rule, as_of: date) -> tuple[str | None, str]:
+    """(why not in force, the clause saying so) or (None, '')."""
+    if rule.status == "vetoed":
+        return "vetoed", f"vetoed on {rule.vetoed}, so it never took effect"
+    if rule.status == "proposed":
+        when = f" on {rule.proposed}" if rule.proposed else ""
+        return "proposed", f"proposed{when} and not made final, so not in force on {as_of}"
+    if rule.effective and as_of < rule.effective:
+        return "not_yet_effective", f"in force only from {rule.effective}, so not yet on {as_of}"
+    if rule.ended and as_of >= rule.ended[1]:
+        since = f" (in force from {rule.effective})" if rule.effective else ""
+        return rule.ended[0], f"{rule.ended[0]} on {rule.ended[1]}{since}, so not in force on {as_of}"
+    return None, ""
+
+
+def _scope(rule: Rule, run: _Run, assumptions: list[str]) -> str | None:
+    """Why the rule does not cover this run, or None (noting conservative assumptions on the way)."""
+    s = rule.scope
+    if s is None:
+        return None
+    if s.modality and run.modality not in s.modality:
+        return f"out of scope: it covers {join_words(s.modality, 'or')} models and this run's data is {run.modality}"
+    if s.modification is False and run.modification:
+        return "out of scope: it covers original training runs and this run modifies a base model"
+    if (s.modification or s.developer or s.base_above_flops) and not run.modification:
+        return "out of scope: it covers modifications of a base model and this run has no lineage"
+    if s.developer:
+        if run.developer is None:
+            assumptions.append(f"who made the modification is not stated: taken as {DEVELOPER_WORDS[s.developer]}, "
+                               f"so that this rule applies (conservative)")
+        elif run.developer != s.developer:
+            return (f"out of scope: it covers modifications by {DEVELOPER_WORDS[s.developer]} and this run's "
+                    f"developer is {DEVELOPER_WORDS[run.developer]} ({run.developer})")
+    if s.base_above_flops:
+        if run.base_flops is None:
+            assumptions.append(f"the base model's compute is unknown: taken as over {sci(s.base_above_flops)}, "
+                               f"so that this rule applies (conservative)")
+        elif not run.base_flops > s.base_above_flops:
+            return (f"out of scope: it covers modifications of base models trained with more than "
+                    f"{sci(s.base_above_flops)} FLOP and this base model's is {sci(run.base_flops)}")
+    return None
+
+
+def _figures(rule: Rule, run: _Run, assumptions: list[str]) -> tuple[tuple[int, int, int], Fraction, str, str]:
+    """((low, central, high) compared, the exact threshold, what the figure is, where the threshold comes from)."""
+    added, threshold, origin = 0, Fraction(rule.threshold_flops or 0), ""
+    if rule.basis == "training":
+        figure = "the run's compute"
+    elif rule.basis == "cumulative":
+        if not run.modification:
+            figure = "the run's compute (no base model)"
+        elif run.developer == "other":
+            figure = "the run's compute alone (the base model is another developer's, so its compute is not added)"
+        elif run.base_flops is None:
+            figure = "the run's compute alone (the base model's compute is unknown, so this is a lower bound)"
+        else:
+            added = run.base_flops
+            figure = f"the base model's {sci(added)} FLOP plus the run's compute"
+            if run.developer is None:
+                assumptions.append("who made the modification is not stated: the base model's compute is added "
+                                   "(conservative)")
+    else:
+        figure, share = "the modification's compute", _ratio_words(rule.ratio)
+        if run.base_flops is not None:
+            threshold, origin = rule.ratio * run.base_flops, f"{share} of the base model's {sci(run.base_flops)}"
+        else:
+            threshold = rule.ratio * rule.fallback_base_flops
+            origin = f"{share} of the fallback {sci(rule.fallback_base_flops)}, the base model's compute being unknown"
+            assumptions.append(f"the base model's compute is unknown: the threshold is {share} of "
+                               f"{sci(rule.fallback_base_flops)} FLOP, as the rule says")
+    return (run.low + added, run.central + added, run.high + added), threshold, figure, origin
+
+
+def _passes(flops: int, threshold: Fraction, comparison: str) -> bool:
+    return flops > threshold if comparison == ">" else flops >= threshold
+
+
+def _int_threshold(threshold: Fraction, comparison: str) -> int:
+    """The int T with (n cmp T) == (n cmp threshold) for every int n: floor for '>', ceiling for '>='."""
+    top, bottom = threshold.numerator, threshold.denominator
+    return top // bottom if comparison == ">" else -(-top // bottom)
+
+
+def _deadlines(rule: Rule, status: str, as_of: date) -> list[dict[str, Any]]:
+    """The rule's deadlines; those that run from knowing the threshold will be met are dated from as_of
+    when the run is crossed or at risk (planned compute: the preflight is when it becomes known)."""
+    out = []
+    for d in rule.deadlines:
+        days, hours = d.within_days, d.within_hours
+        period = f"{days} days" if days is not None else f"{hours} hours"
+        item: dict[str, Any] = {"what": d.what, "from": d.from_, "due": None}
+        item.update({"within_days": days} if days is not None else {"within_hours": hours})
+        if d.from_ == "threshold_known" and status in ("crossed", "at_risk"):
+            due = as_of + timedelta(days=days) if days is not None else \
+                (datetime.combine(as_of, time()) + timedelta(hours=hours)).date()
+            item["due"] = due.isoformat()
+            known = "will" if status == "crossed" else "may"
+            item["text"] = (f"{d.what} by {due} ({period} from {as_of}, when the planned compute showed the threshold "
+                            f"{known} be met)")
+        else:
+            item["text"] = f"{d.what} within {period} of {START_WORDS[d.from_]}"
+        out.append(item)
+    return out
+
+
+def _reason(status: str, figures: tuple[int, int, int], threshold: Fraction, rule: Rule, figure: str,
+            origin: str) -> str:
+    low, _, high = figures
+    against = f"{rule.comparison} {sci(threshold)} ({origin + ', ' if origin else ''}{WORDS[rule.comparison]})"
+    if status == "crossed":
+        return f"Even the low end of {figure}, {sci(low)} FLOP, is {against}, so the threshold is crossed."
+    if status == "at_risk":
+        return (f"The high end of {figure}, {sci(high)} FLOP, is {against} but the low end, {sci(low)}, is not, "
+                f"so the range reaches the threshold: at risk.")
+    return f"The high end of {figure}, {sci(high)} FLOP, is not {against}, so the run is clear."
+
+
+def evaluate_rule(result: Any, rule: Rule, as_of: date | None = None) -> Verdict:
+    """One rule's verdict for a Preflight (or any result with low, high and total_flops)."""
+    as_of = as_of_day(as_of)
+    run, assumptions = _run_of(result), []
+    inactive, why = rule_activity(rule, as_of)
+    outside = _scope(rule, run, assumptions)
+    figures, threshold, figure, origin = _figures(rule, run, assumptions)
+    low, _, high = figures
+    would_be = ("crossed" if _passes(low, threshold, rule.comparison) else
+                "at_risk" if _passes(high, threshold, rule.comparison) else "clear")
+    reason = _reason(would_be, figures, threshold, rule, figure, origin)
+    if outside:                      # the figures say nothing about a rule that does not cover the run
+        assumptions.clear()
+        reason = f"Not in force: {why}; it is also {outside}." if inactive else f"{outside[0].upper()}{outside[1:]}."
+        inactive = inactive or "out_of_scope"
+    elif inactive:
+        reason = f"Not in force: {why}; on these figures it would be {would_be} ({reason[0].lower()}{reason[1:-1]})."
+    status = "not_in_force" if inactive else would_be
+    return Verdict(
+        rule=rule.id, title=rule.title, jurisdiction=rule.jurisdiction, status=status,
+        threshold_flops=_int_threshold(threshold, rule.comparison),
+        threshold_exact=str(threshold.numerator) if threshold.denominator == 1 else
+        f"{threshold.numerator}/{threshold.denominator}",
+        comparison=rule.comparison, margin=float(Fraction(high) / threshold), basis=rule.basis,
+        basis_flops=dict(zip(("low", "central", "high"), figures)),
+        compared="low" if would_be == "crossed" else "high", reason=reason,
+        citation={"text": rule.citation.text, "url": rule.citation.url}, obligations=list(rule.obligations),
+        deadlines=_deadlines(rule, status, as_of), unverified=list(rule.unverified), blocking=rule.blocking,
+        would_be=would_be, inactive=inactive, assumptions=assumptions, rule_set=rule.rule_set, as_of=as_of.isoformat())
+
+
+def as_of_day(as_of: date | datetime | str | None) -> date:
+    if as_of is None:
+        return date.today()
+    if isinstance(as_of, datetime):
+        return as_of.date()
+    if isinstance(as_of, str):
+        return date.fromisoformat(as_of)
+    return as_of
+
+
+def evaluate(result: Any, rules: list[Rule] | None = None, as_of: date | datetime | str | None = None) -> list[Verdict]:
+    """A verdict for each rule, in order. ``rules``: None for every bundled rule. ``as_of``: the date the rules
+    are read at (default: today); deadlines that run from knowing the threshold will be met start there."""
+    rules = load_rules(None) if rules is None else rules
+    return [evaluate_rule(result, rule, as_of) for rule in rules]
