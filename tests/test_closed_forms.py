@@ -33,9 +33,9 @@ def test_stack_of_linears_first_layer_backward_is_1x_others_2x():
     assert r.forward == sum(per_layer)
     assert r.backward == per_layer[0] + 2 * sum(per_layer[1:])
     mods = r.by_module()
-    assert mods["0"] == {"forward": per_layer[0], "backward": per_layer[0]}
-    assert mods["2"] == {"forward": per_layer[1], "backward": 2 * per_layer[1]}
-    assert mods["4"] == {"forward": per_layer[2], "backward": 2 * per_layer[2]}
+    assert mods["0"] == {"forward": per_layer[0], "backward": per_layer[0], "recompute": 0}
+    assert mods["2"] == {"forward": per_layer[1], "backward": 2 * per_layer[1], "recompute": 0}
+    assert mods["4"] == {"forward": per_layer[2], "backward": 2 * per_layer[2], "recompute": 0}
 
 
 @pytest.mark.parametrize("stride,padding,groups", [(1, 1, 1), (2, 0, 1), (1, 1, 2)])
@@ -204,3 +204,23 @@ def test_counting_leaves_gradients_and_running_stats_alone():
     count_step(model, torch.randn(8, 4))
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
     assert torch.equal(model[1].running_mean, stats)
+
+
+def test_reentrant_checkpoint_recomputation_is_reported_apart():
+    """Activation checkpointing reruns the forward in the backward: hardware work, not training
+    compute. (Non-reentrant checkpointing reruns it outside the dispatch modes: not seen at all.)"""
+    from torch.utils.checkpoint import checkpoint
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+
+        def forward(self, x):
+            return self.b(checkpoint(self.a, x, use_reentrant=True))
+
+    x = torch.randn(4, 16, requires_grad=True)
+    r = count_step(Model(), x)
+    layer = 2 * 4 * 16 * 16
+    assert (r.forward, r.backward, r.recompute) == (2 * layer, 4 * layer, layer)
+    assert r.total == 6 * layer and r.hardware_total == 7 * layer

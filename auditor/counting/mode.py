@@ -134,7 +134,7 @@ class CountingMode:
         recomputed = 0
         if isinstance(flops, Split):
             flops, recomputed = flops
-        phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
+        phase = _phase()
         module = self._scope.current()
         key = (phase, module, op)
         for path in self._dense:
@@ -147,6 +147,20 @@ class CountingMode:
         self.result.records[key] += flops
         if recomputed:
             self.result.executed[key] += recomputed
+
+
+def _phase() -> str:
+    """forward, backward, or recompute: forward work rerun inside the backward.
+
+    The engine runs backward ops with grad mode off (unless create_graph=True is asked for);
+    activation checkpointing (reentrant or not) reruns the forward under enable_grad inside
+    the backward, so an op in a backward with grad mode on is recomputation: hardware work,
+    reported apart, not training compute. A double backward (create_graph=True, e.g. a
+    gradient penalty) looks the same and is reported as recompute too: stated in docs.
+    """
+    if torch._C._current_graph_task_id() == -1:
+        return "forward"
+    return "recompute" if torch.is_grad_enabled() else "backward"
 
 
 class _Dispatch(TorchDispatchMode):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-PHASES = ("forward", "backward")
+PHASES = ("forward", "backward", "recompute")
 Key = tuple[str, str, str]  # (phase, module path, operator)
 
 
@@ -42,8 +42,13 @@ class StepCount:
 
     @property
     def hardware_total(self) -> int:
-        """What the kernels executed: model compute plus dense-masked expert work."""
-        return self.total + sum(self.executed.values())
+        """What the kernels executed: model compute plus recomputation and dense-masked expert work."""
+        return self.total + self.recompute + sum(self.executed.values())
+
+    @property
+    def recompute(self) -> int:
+        """Forward work rerun in the backward (activation checkpointing): hardware work only."""
+        return self.phase("recompute")
 
     @property
     def complete(self) -> bool:

@@ -1,0 +1,347 @@
+"""Live tracking: the compute a training run uses, measured while it runs, nearly free.
+
+One object, ``ComputeAudit``; ``audit(...)`` is a decorator over it. The model's top module
+gets one forward pre-hook and one forward hook (free: no hook on every module). A step is
+known by its signature: the shapes, dtypes and grad flags of the model's inputs, training
+mode and grad mode. The first time a signature is met the step is counted at dispatch level
+(the counting engine: forward, the loss, backward) until the next forward or optimizer step;
+afterwards the cached ints are added: the forward's when the forward returns, the backward's
+when the backward reaches the model's output. Variable sequence lengths, gradient accumulation
+and a short last batch are new signatures, counted once each. Forward passes without grad
+(evaluation) go to ``eval_flops``; recomputation (activation checkpointing) to
+``recompute_flops``; neither is training compute.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_flatten
+
+from .counting.mode import CountingMode, module_paths
+from .counting.moe import dense_expert_modules
+from .estimate import Estimate
+
+
+class ComputeBudgetExceeded(RuntimeError):
+    """Raised before a step that would cross a blocking threshold, with on_exceed='stop'."""
+
+
+def _tensor_key(t: torch.Tensor) -> tuple:
+    return t.shape, t.dtype, t.requires_grad, t.device
+
+
+def _signature(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple:
+    """What decides a step's FLOPs: input shapes, dtypes, grad flags, devices; training and grad mode.
+
+    Runs on every step, so the common shapes (tensors passed positionally or by keyword) skip
+    the general tree walk."""
+    if all(type(a) is torch.Tensor for a in args) and all(type(v) is torch.Tensor for v in kwargs.values()):
+        return (module.training, torch.is_grad_enabled(), tuple(_tensor_key(a) for a in args),
+                tuple((k, _tensor_key(v)) for k, v in kwargs.items()))
+    leaves, _ = tree_flatten((args, kwargs))
+    shapes = tuple((tuple(t.shape), str(t.dtype), t.requires_grad, t.device.type) if isinstance(t, torch.Tensor)
+                   else (type(t).__name__, t if isinstance(t, (bool, int, float, str, type(None))) else None)
+                   for t in leaves)
+    return module.training, torch.is_grad_enabled(), shapes
+
+
+class ComputeAudit:
+    """Measures training FLOPs of ``model`` (forward + backward, every step, every rank).
+
+    ``run_dir``: where the ledger goes (None: no ledger). ``rules``: rule ids or paths to guard
+    against; ``on_exceed``: 'warn' or 'stop' (raise ComputeBudgetExceeded before the step that
+    would cross a blocking threshold). ``resume_step``: the checkpoint step a restarted run
+    resumes from (the ledger rolls back to it). ``progress_every``: steps between progress lines.
+    """
+
+    def __init__(self, run_dir: str | Path | None = None, model: torch.nn.Module | None = None,
+                 optimizer: torch.optim.Optimizer | None = None, *, rules: list[str] | None = None,
+                 on_exceed: str = "warn", resume_step: int | None = None, flush_every_steps: int = 100,
+                 flush_every_seconds: float | None = 30.0, progress_every: int | None = None,
+                 name: str | None = None):
+        if on_exceed not in ("warn", "stop"):
+            raise ValueError(f"on_exceed must be 'warn' or 'stop', got {on_exceed!r}")
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.name = name or (self.run_dir.name if self.run_dir else "run")
+        self.on_exceed, self.resume_step = on_exceed, resume_step
+        self.flush_every_steps, self.flush_every_seconds = flush_every_steps, flush_every_seconds
+        self.progress_every = progress_every
+        self._rule_ids = rules
+        self.rules: list = []
+        self.cache: dict[tuple, dict[str, int]] = {}  # signature -> forward, backward, recompute
+        self.train_flops = self.eval_flops = self.recompute_flops = 0
+        self.base_flops = 0                  # carried over from a resumed ledger
+        self.steps = 0                       # optimizer steps (or backward passes without one)
+        self.counted_signatures = 0
+        self._counting: tuple[tuple, CountingMode] | None = None
+        self._handles: list = []
+        self._ledger = None
+        self._last_step_flops = 0
+        self._interval_flops = 0
+        self._reduced_flops = 0              # all ranks' training FLOPs, summed at each ledger interval
+        self._warned: set[str] = set()
+        self._started = False
+        self._model = model
+        self._optimizer = optimizer
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> "ComputeAudit":
+        if self._started:
+            return self
+        self._started = True
+        self._world = _world_size()
+        if self._rule_ids:
+            from .rules import load_rules
+            self.rules = load_rules(self._rule_ids)
+        if self.run_dir is not None:
+            from .ledger import Ledger
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.steps = self.resume_step or 0
+            if _rank() != 0:
+                pass  # rank 0 writes the ledger; the others send their counts to it
+            elif self.resume_step is not None and (self.run_dir / "ledger.jsonl").exists():
+                self._ledger, self.base_flops = Ledger.resume(self.run_dir, self.resume_step)
+            else:
+                self._ledger = Ledger(self.run_dir, flush_every_steps=self.flush_every_steps,
+                                      flush_every_seconds=self.flush_every_seconds)
+        if self._model is not None:
+            self.watch(self._model, self._optimizer)
+        return self
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self._finish_counting()
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._write_interval()  # the last interval (collective across ranks)
+        self._reduce_across_ranks()
+        if self._ledger is not None and _rank() == 0:
+            self._ledger.close(self.steps)
+        self._started = False
+
+    def __enter__(self) -> "ComputeAudit":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def watch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Hook one model (its top module only) and, optionally, its optimizer's step."""
+        self._model = model
+        self._names = module_paths(model)
+        self._dense = dense_expert_modules(model)
+        self._handles.append(model.register_forward_pre_hook(self._before_forward, with_kwargs=True))
+        self._handles.append(model.register_forward_hook(self._after_forward))
+        if optimizer is not None:
+            self._handles.append(optimizer.register_step_pre_hook(lambda *a: self._finish_counting()))
+            self._handles.append(optimizer.register_step_post_hook(lambda *a: self._end_step()))
+
+    # ---------------------------------------------------------------- totals
+    @property
+    def total_flops(self) -> int:
+        """Training FLOPs (forward + backward) over every step so far, resumed ledger included."""
+        return self.base_flops + self.train_flops
+
+    @property
+    def estimate(self) -> Estimate:
+        total = self.total_flops
+        return Estimate(method="counted", flops=total, low=total, high=total, assumptions=[
+            f"measured while the run ran: {self.steps} steps, {self.counted_signatures} distinct step shapes counted "
+            "at dispatch level, the rest added from those exact counts",
+            "evaluation (no-grad) passes and recomputation are reported apart, not in this figure"],
+            details={"eval_flops": self.eval_flops, "recompute_flops": self.recompute_flops, "steps": self.steps,
+                     "resumed_from_flops": self.base_flops})
+
+    # ---------------------------------------------------------------- hooks
+    def _before_forward(self, module, args, kwargs):
+        self._finish_counting()
+        sig = _signature(module, args, kwargs)
+        self._guard(sig)
+        if sig not in self.cache:
+            mode = CountingMode(module, self._dense, names=self._names)
+            mode.__enter__()
+            self._counting = (sig, mode)
+        self._pending = sig
+
+    def _after_forward(self, module, args, output):
+        sig = self._pending
+        if self._counting is not None:
+            return  # counted live; the totals are taken when the window closes
+        cached = self.cache[sig]
+        if not sig[1]:  # no grad: evaluation
+            self.eval_flops += cached["forward"]
+            return
+        self._add_train(cached["forward"])
+        tensors = _grad_outputs(output)
+        if tensors:
+            fired = []
+
+            def on_backward(_grad, cached=cached, fired=fired):
+                if not fired:  # once per forward, whichever output the backward reaches first
+                    fired.append(True)
+                    self._add_train(cached["backward"])
+                    self.recompute_flops += cached["recompute"]
+                    if self._optimizer is None:
+                        self._end_step()
+            for t in tensors:
+                t.register_hook(on_backward)
+
+    def _finish_counting(self) -> None:
+        """Close the counting window: the step's forward, loss and backward are now counted."""
+        if self._counting is None:
+            return
+        sig, mode = self._counting
+        self._counting = None
+        mode.__exit__(None, None, None)
+        r = mode.result
+        counts = {"forward": r.forward, "backward": r.backward, "recompute": r.recompute}
+        if r.uncovered:
+            self._warn_once("uncovered", "operators without a FLOP formula met: " + ", ".join(sorted(r.uncovered)))
+        if not sig[1]:
+            self.eval_flops += r.forward
+        else:
+            self._add_train(r.forward + r.backward)
+            self.recompute_flops += r.recompute
+            if r.backward == 0:
+                return  # no backward seen yet: count this signature again next time
+            if self._optimizer is None:
+                self._end_step()
+        self.cache[sig] = counts
+        self.counted_signatures += 1
+
+    def _add_train(self, flops: int) -> None:
+        self.train_flops += flops
+        self._interval_flops += flops
+        self._last_step_flops += flops
+
+    def _end_step(self) -> None:
+        self.steps += 1
+        self._step_cost, self._last_step_flops = self._last_step_flops, 0
+        if self._world == 1:
+            if self._ledger is not None:
+                self._write_interval()
+        elif self.steps % self.flush_every_steps == 0:
+            self._write_interval()
+        if self.progress_every and self.steps % self.progress_every == 0:
+            print(f"[auditor] step {self.steps}: {self.total_flops:.3e} FLOPs" + self._nearest(), file=sys.stderr)
+
+    # ---------------------------------------------------------------- ledger, ranks, guard
+    def _write_interval(self) -> None:
+        """One ledger record for the FLOPs since the last; across ranks, their sum (rank 0 writes).
+
+        Every rank reaches this at the same steps (every step alone, every flush_every_steps
+        steps under torch.distributed), so the all-reduce is collective."""
+        flops, self._interval_flops = self._interval_flops, 0
+        ranks = _world_size()
+        if ranks > 1:
+            import torch.distributed as dist
+            t = torch.tensor([flops], dtype=torch.int64)
+            dist.all_reduce(t)
+            flops = int(t.item())
+            self._reduced_flops += flops
+            if dist.get_rank() != 0:
+                return
+        if self._ledger is not None:
+            self._ledger.append(self.steps, flops, eval_flops=self.eval_flops,
+                                recompute_flops=self.recompute_flops, ranks=ranks)
+
+    def _reduce_across_ranks(self) -> None:
+        """At the end: every rank's counts summed (torch.distributed); each rank holds the run's totals."""
+        if _world_size() == 1:
+            return
+        import torch.distributed as dist
+        t = torch.tensor([self.eval_flops, self.recompute_flops], dtype=torch.int64)
+        dist.all_reduce(t)
+        self.eval_flops, self.recompute_flops = (int(x) for x in t.tolist())
+        self.train_flops = self._reduced_flops
+
+    def _guard(self, sig: tuple) -> None:
+        if not self.rules or not sig[1]:
+            return
+        cached = self.cache.get(sig)
+        next_cost = cached["forward"] + cached["backward"] if cached else getattr(self, "_step_cost", 0)
+        crossing = self._crossing(self.total_flops + next_cost)
+        if not crossing:
+            return
+        message = (f"auditor: the next step would take the run to about {self.total_flops + next_cost:.3e} FLOPs, "
+                   f"crossing {crossing}")
+        if self.on_exceed == "stop":
+            if self._ledger is not None:
+                self._ledger.flush()
+            raise ComputeBudgetExceeded(message)
+        self._warn_once(crossing, message)
+
+    def _crossing(self, flops: int) -> str | None:
+        from .rules import evaluate
+
+        est = Estimate(method="counted", flops=flops, low=flops, high=flops)
+        failing = [v.rule for v in evaluate(est, self.rules) if v.fails_gate]
+        return ", ".join(failing) if failing else None
+
+    def _nearest(self) -> str:
+        if not self.rules:
+            return ""
+        from .rules import evaluate
+
+        est = Estimate(method="counted", flops=self.total_flops, low=self.total_flops, high=self.total_flops)
+        ahead = sorted((v.threshold_flops, v.rule) for v in evaluate(est, self.rules)
+                       if v.status == "clear" and v.blocking)
+        return f"; nearest threshold {ahead[0][1]} at {ahead[0][0]:.1e}" if ahead else ""
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=3)
+
+
+def _grad_outputs(output: Any) -> list[torch.Tensor]:
+    """The output tensors a backward can start from; shallow for a tensor or a mapping (HF)."""
+    if type(output) is torch.Tensor:
+        return [output] if output.requires_grad else []
+    values = output.values() if hasattr(output, "values") else None
+    if values is None or not all(v is None or type(v) is torch.Tensor or isinstance(v, (tuple, list)) for v in values):
+        values, _ = tree_flatten(output)
+    return [t for t in values if type(t) is torch.Tensor and t.requires_grad]
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def audit(run_dir: str | Path | None = None, *, model: torch.nn.Module | None = None,
+          optimizer: torch.optim.Optimizer | None = None, **options: Any) -> Callable:
+    """Decorator: the training function runs inside a ComputeAudit.
+
+    The function receives the audit as keyword ``audit`` if it declares it, and can call
+    ``audit.watch(model, optimizer)``; else pass ``model=`` (and ``optimizer=``) here."""
+    def wrap(fn: Callable) -> Callable:
+        import inspect
+        wants = "audit" in inspect.signature(fn).parameters
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with ComputeAudit(run_dir, model, optimizer, **options) as tracker:
+                if wants:
+                    kwargs["audit"] = tracker
+                result = fn(*args, **kwargs)
+            run.last_audit = tracker
+            return result
+        return run
+    return wrap

@@ -1,0 +1,84 @@
+"""Overhead of live tracking: tracked vs untracked step time, measured in one run.
+
+Paired, interleaved blocks: each round times a block of untracked steps, a block of tracked
+steps (ComputeAudit attached, its signature cache warm), another untracked block (the A/A
+control: what this machine's noise alone makes of two identical blocks) and a block under
+FlopCounterMode switched on for every step. Reported: the median over rounds of each ratio
+to the first untracked block.
+
+    python benchmarks/tracking_overhead.py [--width 1024 64] [--rounds 30] [--steps 20]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from auditor import ComputeAudit
+
+
+def make(width: int, depth: int = 4):
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(depth):
+        layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers)
+    return model, torch.optim.SGD(model.parameters(), lr=1e-3)
+
+
+def block(model, opt, x, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        model(x).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def measure(width: int, batch: int, rounds: int, steps: int) -> dict[str, float]:
+    model, opt = make(width)
+    x = torch.randn(batch, width)
+    tracker = ComputeAudit()
+    tracker.start()
+    tracker.watch(model, opt)
+    block(model, opt, x, 3)  # counts the one signature: the cache is warm from here on
+    tracker.stop()
+    block(model, opt, x, steps)  # warm-up
+    ratios: dict[str, list[float]] = {"tracked": [], "A/A": [], "FlopCounterMode every step": []}
+    for _ in range(rounds):
+        base = block(model, opt, x, steps)
+        tracker.start()
+        tracker.watch(model, opt)
+        tracked = block(model, opt, x, steps)
+        tracker.stop()
+        again = block(model, opt, x, steps)
+        with FlopCounterMode(display=False):
+            fcm = block(model, opt, x, steps)
+        ratios["tracked"].append(tracked / base)
+        ratios["A/A"].append(again / base)
+        ratios["FlopCounterMode every step"].append(fcm / base)
+    step_ms = base / steps * 1e3
+    return {"step_ms": step_ms, **{k: statistics.median(v) for k, v in ratios.items()},
+            "tracked_total_ok": tracker.total_flops > 0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--width", type=int, nargs="+", default=[1024, 64])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=20)
+    args = ap.parse_args()
+    print(f"4-layer MLP, batch {args.batch}, SGD; {torch.get_num_threads()} threads; median of {args.rounds} "
+          f"rounds of {args.steps} steps; ratio to untracked step time")
+    for width in args.width:
+        r = measure(width, args.batch, args.rounds, args.steps)
+        print(f"width {width:5}: untracked {r['step_ms']:.2f} ms/step | tracked {100 * (r['tracked'] - 1):+.2f} % | "
+              f"A/A {100 * (r['A/A'] - 1):+.2f} % | FlopCounterMode every step {100 * (r['FlopCounterMode every step'] - 1):+.1f} %")
+
+
+if __name__ == "__main__":
+    main()
