@@ -10,7 +10,6 @@ import click
 from . import __version__
 from .textfmt import percent, sci, table
 
-DEMO_CONFIG = Path(__file__).parent / "data" / "demo-gpt2.json"
 DEMO_RUN = Path(__file__).parent / "data" / "demo-run.yaml"
 
 
@@ -100,14 +99,23 @@ AS_OF_OPTION = click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y
 @click.argument("config", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "md"]), default="text", show_default=True,
               help="text: a readable table; json: the contract in DESIGN.md (ints for every count); md: Markdown.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the audit dossier as one self-contained HTML file here.")
 @RULES_OPTION
 @AS_OF_OPTION
-def preflight(config: Path, fmt: str, rules: tuple[str, ...], as_of) -> None:
+def preflight(config: Path, fmt: str, html_path: Path | None, rules: tuple[str, ...], as_of) -> None:
     """Estimate a training run's compute from its YAML config and judge it against the rules.
 
     Exit 0 when every blocking rule is clear, 1 when one is crossed or at risk, 2 on bad input."""
     data = preflight_dict(config, rules, as_of)
     click.echo(render_preflight(data, fmt))
+    if html_path is not None:
+        from . import dossier
+        from .render import dossier_html
+
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(dossier_html(dossier.build(data, run=data["run"], config_path=config)))
+        click.echo(f"dossier: {html_path}", err=True)
     sys.exit(1 if any(v["blocking"] and v["status"] in ("crossed", "at_risk") for v in data["verdicts"]) else 0)
 
 
@@ -131,7 +139,8 @@ def assess_or_error(config: Path, rules=(), as_of=None, *, quiet: bool = False):
     quiet_libraries()
     progress = None if quiet else (lambda m: click.echo(f"... {m}", err=True))
     try:
-        return assess(config, rules=list(rules) or None, as_of=as_of.date() if as_of else None, progress=progress)
+        return assess(config, rules=list(rules or ()) or None, as_of=as_of.date() if as_of else None,
+                      progress=progress)
     except (ConfigError, PreflightError, RuleError) as exc:
         raise BadInput(str(exc)) from None
 
@@ -155,18 +164,27 @@ def gate(paths, rules, as_of, junit, github) -> None:
 
     Exit 0 when every blocking rule is clear for every config, 1 when one is crossed or at risk,
     2 when a config is bad input (the others are still checked and reported)."""
-    from .gate import Gate, GateResult, collect_configs, github_annotations, junit_xml
+    from .gate import Gate, GateResult, collect_configs, github_annotations, junit_xml, printable
+    from .rulefile import RuleError
+    from .rules import load_rules
 
+    try:  # checked once, up front: a bad --rules is the command's error, not each config's
+        chosen = load_rules(list(rules)) if rules else None
+    except RuleError as exc:
+        fail(f"--rules: {exc}")
     configs, missing = collect_configs(list(paths))
+    if not configs and not missing:
+        fail(f"no training configs (*.yaml, *.yml) found in {', '.join(printable(p) for p in paths)}")
     result = Gate(results=list(missing))
     for n, path in enumerate(configs, 1):
-        click.echo(f"[{n}/{len(configs)}] {path}", err=True)
+        click.echo(f"[{n}/{len(configs)}] {printable(path)}", err=True)
         try:
-            result.results.append(GateResult(path, assess_or_error(path, rules, as_of, quiet=True).to_dict()))
+            result.results.append(GateResult(path, assess_or_error(path, chosen, as_of, quiet=True).to_dict()))
         except BadInput as exc:
             result.results.append(GateResult(path, error=" ".join(str(exc).split())))
     click.echo(render_gate(result))
     if junit:
+        junit.parent.mkdir(parents=True, exist_ok=True)
         junit.write_bytes(junit_xml(result))
     if github:
         for line in github_annotations(result):
@@ -175,16 +193,57 @@ def gate(paths, rules, as_of, junit, github) -> None:
 
 
 def render_gate(result) -> str:
+    from .gate import printable
+
     rows = []
     for r in result.results:
         if r.error:
-            rows.append([str(r.path), "-", "bad input", r.error])
+            rows.append([printable(r.path), "-", "bad input", r.error])
             continue
         worst = ", ".join(f"{v['rule']} {v['status']}" for v in r.failing) or "clear"
-        rows.append([str(r.path), sci(r.preflight["total_flops"]), "FAIL" if r.failing else "ok", worst])
+        rows.append([printable(r.path), sci(r.preflight["total_flops"]), "FAIL" if r.failing else "ok", worst])
     summary = f"\n{len(result.results)} configs: {sum(1 for r in result.results if r.failing)} failing, " \
               f"{sum(1 for r in result.results if r.error)} bad input"
     return table(["config", "FLOPs", "gate", "blocking rules crossed or at risk"], rows) + summary
+
+
+@main.command()
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "md", "html"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+def report(target: Path, fmt: str, output: Path | None) -> None:
+    """Render a sealed dossier (a RUN_DIR holding dossier.json, or the file) as text, JSON, Markdown or HTML.
+
+    The dossier is verified first: one that does not verify is refused (exit 2; see `auditor verify`)."""
+    from . import dossier
+    from .render import dossier_html, dossier_markdown, dossier_text
+
+    try:
+        data = dossier.load(target)
+    except dossier.DossierError as exc:
+        fail(str(exc))
+    text = {"json": lambda: dossier.canonical(data).decode(), "md": lambda: dossier_markdown(data),
+            "html": lambda: dossier_html(data), "text": lambda: dossier_text(data)}[fmt]()
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        click.echo(str(output))
+
+
+@main.command()
+@click.argument("target", type=click.Path(path_type=Path))
+def verify(target: Path) -> None:
+    """Check a RUN_DIR (its ledger's hash chain and its sealed dossier) or a dossier file.
+
+    Exit 0 intact, 1 tampered (saying what differs: the first bad record, or the seal), 2 unreadable."""
+    from .verify import verify_target
+
+    code, lines = verify_target(target)
+    for stream, line in lines:
+        click.echo(line, err=stream == "err")
+    sys.exit(code)
 
 
 @main.group()
@@ -243,26 +302,16 @@ def thresholds_validate(path: Path) -> None:
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("auditor-demo"),
               show_default=True, help="Folder for the demo's outputs.")
-def demo(out: Path) -> None:
-    """Preflight a bundled sample run, then count its model on meta and on real CPU weights."""
-    from .counting.hf import count_hf
+@click.option("--steps", type=click.IntRange(min=1), default=6, show_default=True, help="Steps of the tracked run.")
+def demo(out: Path, steps: int) -> None:
+    """Preflight a bundled sample run, train its model for a few tracked steps on the CPU, and
+    write both dossiers; the last line is the HTML dossier's path."""
+    from .demo import run_demo
 
     quiet_libraries()
-    click.echo(f"preflight of the bundled sample run {DEMO_RUN.name} ...", err=True)
     plan = preflight_dict(DEMO_RUN)
     click.echo(render_preflight(plan, "text") + "\n")
-    click.echo(f"counting {DEMO_CONFIG.name} on the meta device (no weights) ...", err=True)
-    meta = count_hf(DEMO_CONFIG, batch=4, seq_len=256, device="meta")
-    click.echo(render_count(meta, "demo GPT-2 (4 layers, width 256): one training step, batch 4 x 256 tokens", depth=3))
-    click.echo("\nthe same step on real weights on the CPU ...", err=True)
-    real = count_hf(DEMO_CONFIG, batch=4, seq_len=256, device="cpu")
-    agree = "equal" if real.total == meta.total else "DIFFERENT"
-    click.echo(f"\nmeta count {meta.total:,} and CPU count {real.total:,} are {agree}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "preflight.json").write_text(render_preflight(plan, "json") + "\n")
-    path = out / "demo-count.json"
-    path.write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
-    click.echo(f"preflight written to {out / 'preflight.json'}; breakdown written to {path}")
+    run_demo(plan, DEMO_RUN, out, steps, echo=click.echo)
 
 
 if __name__ == "__main__":

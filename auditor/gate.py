@@ -40,29 +40,46 @@ class Gate:
         return 1 if any(r.failing for r in self.results) else 0
 
 
+def printable(name: Any) -> str:
+    """A file name as text a terminal and XML can hold: control characters shown as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
+
+
 def collect_configs(paths: list[Path]) -> tuple[list[Path], list[GateResult]]:
-    """Config files named, and every *.yaml / *.yml under folders named, in a stable order."""
+    """Config files named, and every *.yaml / *.yml under folders named (hidden folders such as
+    .github left out), in a stable order."""
     found, missing = [], []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()))
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+                                and not any(part.startswith(".") for part in p.relative_to(path).parts)))
         elif path.exists():
             found.append(path)
         else:
-            missing.append(GateResult(path, error=f"{path}: no such file or folder"))
+            missing.append(GateResult(path, error=f"{printable(path)}: no such file or folder"))
     return list(dict.fromkeys(found)), missing
 
 
-def field_line(path: Path, names: tuple[str, ...] = ("tokens", "steps", "model")) -> int:
-    """The line of the field that drives the compute, for annotations (1 when not found)."""
+def field_line(path: Path) -> int:
+    """The line of the field that drives the compute (data.tokens, data.steps, else data, else
+    model), from the parsed YAML so that inline mappings work too; 1 when not found."""
+    import yaml
+
     try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
+        root = yaml.compose(path.read_text(errors="replace"))
+    except (OSError, yaml.YAMLError):
         return 1
-    for name in names:
-        for number, line in enumerate(lines, 1):
-            if re.match(rf"\s*{re.escape(name)}\s*:", line):
-                return number
+    if not isinstance(root, yaml.MappingNode):
+        return 1
+    top = {k.value: (k, v) for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+    if "data" in top and isinstance(top["data"][1], yaml.MappingNode):
+        inner = {k.value: k for k, _ in top["data"][1].value if isinstance(k, yaml.ScalarNode)}
+        for name in ("tokens", "steps"):
+            if name in inner:
+                return inner[name].start_mark.line + 1
+    for name in ("data", "model"):
+        if name in top:
+            return top[name][0].start_mark.line + 1
     return 1
 
 
@@ -79,7 +96,7 @@ def github_annotations(gate: Gate) -> list[str]:
     out = []
     for r in gate.results:
         if r.error:
-            out.append(f"::error file={_escape_property(str(r.path))},line=1,"
+            out.append(f"::error file={_escape_property(printable(r.path))},line=1,"
                        f"title={_escape_property('auditor: bad config')}::{_escape_data(r.error)}")
             continue
         line = field_line(r.path)
@@ -91,7 +108,7 @@ def github_annotations(gate: Gate) -> list[str]:
             message = (f"{r.preflight['run']}: {v['status'].replace('_', ' ')} under {v['rule']} "
                        f"(threshold {v['comparison']} {v['threshold_flops']:.2e} FLOP; margin {v['margin']:.2f}). "
                        f"{v.get('reason', '')}")
-            out.append(f"::{level} file={_escape_property(str(r.path))},line={line},"
+            out.append(f"::{level} file={_escape_property(printable(r.path))},line={line},"
                        f"title={_escape_property(title)}::{_escape_data(message.strip())}")
     return out
 
@@ -103,13 +120,13 @@ def junit_xml(gate: Gate) -> bytes:
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for r in gate.results:
         if r.error:
-            case = ET.SubElement(suite, "testcase", classname=str(r.path), name="config")
+            case = ET.SubElement(suite, "testcase", classname=printable(r.path), name="config")
             ET.SubElement(case, "error", message=r.error, type="bad_input").text = r.error
             counts["tests"] += 1
             counts["errors"] += 1
             continue
         for v in r.verdicts:
-            case = ET.SubElement(suite, "testcase", classname=str(r.path), name=v["rule"])
+            case = ET.SubElement(suite, "testcase", classname=printable(r.path), name=v["rule"])
             counts["tests"] += 1
             text = f"{v['status']}: margin {v['margin']:.3f}; {v.get('reason', '')}".strip()
             if v["status"] == "not_in_force":

@@ -88,16 +88,20 @@ class Preflight:
 def assess(config_path, *, rules=None, as_of=None, progress: Callable[[str], None] | None = None) -> Preflight:
     """Config file in, Preflight with verdicts out: what `auditor preflight` and `gate` run.
 
-    ``rules``: ids or paths (relative to the working directory); None uses the config's own
+    ``rules``: ids or paths (relative to the working directory), or Rule objects already loaded;
+    None uses the config's own
     ``rules:`` (relative to its folder), else every bundled rule. Raises ConfigError,
     PreflightError or RuleError for bad input, each one line naming the file and the field.
     """
     from .config import load_run_config
+    from .rulefile import Rule
     from .rules import as_of_day, evaluate, load_rules
 
     config = load_run_config(config_path)
     result = run_preflight(config, progress=progress)
-    if rules:
+    if rules and all(isinstance(r, Rule) for r in rules):
+        chosen = list(rules)
+    elif rules:
         chosen = load_rules(list(rules))
     elif config.rules:
         chosen = load_rules(list(config.rules), base_dir=Path(config_path).parent)

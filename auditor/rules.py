@@ -9,6 +9,8 @@ picks the rules to check (bundled ids, rule-set ids, or users' files).
 """
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -37,11 +39,17 @@ def rule_files(folder: str | Path | None = None) -> list[Path]:
 
 
 def bundled_rules() -> list[Rule]:
-    """Every rule in the bundled thresholds/ folder, file by file in name order."""
+    """Every rule in the bundled thresholds/ folder, file by file in name order (read once a process:
+    a gate over many configs would otherwise re-read them for each)."""
+    return list(_bundled())
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled() -> tuple[Rule, ...]:
     rules: list[Rule] = []
     for path in rule_files():
         rules += validate_rule_file(path, known=rules)
-    return rules
+    return tuple(rules)
 
 
 def _is_path(item: str) -> bool:
