@@ -15,7 +15,8 @@ def _templates():
 
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(resource_dir("templates")),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
+        # HTML templates escape every value; Markdown ones escape through the ``cell`` filter.
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
 
@@ -83,4 +84,77 @@ def preflight_text(data: dict[str, Any]) -> str:
     for e in data["estimates"]:
         lines.append(f"\nassumptions ({e['method']}):")
         lines.extend(f"  - {a}" for a in e["assumptions"])
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- dossiers
+
+def dossier_summary(d: dict[str, Any]) -> dict[str, str]:
+    """The sentence at the top: the worst status among the rules in force."""
+    order = ["crossed", "at_risk", "clear"]
+    live = [v for v in d.get("verdicts", []) if v["status"] in order]
+    if not live:
+        return {"status": "not_in_force", "text": "No rule checked is in force for this run."}
+    worst = min(live, key=lambda v: (order.index(v["status"]), not v["blocking"]))
+    if worst["status"] == "clear":
+        return {"status": "clear", "text": f"Clear of all {len(live)} rules in force."}
+    named = [v["rule"] for v in live if v["status"] == worst["status"]]
+    verb = "Crosses" if worst["status"] == "crossed" else "At risk of crossing"
+    return {"status": worst["status"], "text": f"{verb} {', '.join(named)}."}
+
+
+def breakdown_rows(d: dict[str, Any], key: str, limit: int = 25) -> list[dict[str, Any]]:
+    """The counted step's breakdown as rows, largest first, with shares (pandas)."""
+    import pandas as pd
+
+    counted = next((e for e in d.get("estimates", []) if e.get("breakdown", {}).get(key)), None)
+    if counted is None:
+        return []
+    frame = pd.DataFrame.from_dict(counted["breakdown"][key], orient="index").fillna(0).astype("int64")
+    frame["total"] = frame.sum(axis=1)
+    whole = int(frame["total"].sum()) or 1
+    frame = frame.sort_values("total", ascending=False).head(limit)
+    return [{"name": name or "(root)", "forward": int(row.get("forward", 0)), "backward": int(row.get("backward", 0)),
+             "share": f"{100 * int(row['total']) / whole:.1f}%"} for name, row in frame.iterrows()]
+
+
+def dossier_context(d: dict[str, Any]) -> dict[str, Any]:
+    from .charts import ranges_svg, series_svg
+
+    return {"d": d, "summary": dossier_summary(d), "notification": (d.get("preflight") or {}).get("notification"),
+            "ranges_chart": ranges_svg(d.get("estimates", []) + [{**e, "method": f"planned {e['method']}"}
+                                                                for e in (d.get("planned") or {}).get("estimates", [])],
+                                       d.get("verdicts", [])),
+            "series_chart": series_svg((d.get("tracked") or {}).get("series", [])),
+            "breakdown_ops": breakdown_rows(d, "by_op"), "breakdown_modules": breakdown_rows(d, "by_module")}
+
+
+def margin(value: float) -> str:
+    """High end over threshold: 2 decimals near 1, scientific far below (a small run's 2e-14)."""
+    return f"{value:.2f}" if value >= 0.01 else f"{value:.1e}"
+
+
+def dossier_html(d: dict[str, Any]) -> str:
+    env = _templates()
+    env.globals.update(sci=sci, two=two_significant, margin=margin)
+    return env.get_template("dossier.html.j2").render(**dossier_context(d))
+
+
+def dossier_markdown(d: dict[str, Any]) -> str:
+    env = _templates()
+    preflight_markdown_filters(env)
+    env.globals.update(sci=sci, two=two_significant, margin=margin)
+    context = dossier_context(d)
+    return env.get_template("dossier.md.j2").render(d=d, summary=context["summary"],
+                                                     notification=context["notification"])
+
+
+def dossier_text(d: dict[str, Any]) -> str:
+    summary = dossier_summary(d)
+    lines = [f"{d['run']}: {two_significant(d['total_flops'])} FLOP (range {two_significant(d['low'])} to "
+             f"{two_significant(d['high'])}); {summary['text']}"]
+    lines.append(table(["rule", "status", "threshold", "margin", "blocking"], [
+        [v["rule"], v["status"].replace("_", " "), f"{v['comparison']} {sci(v['threshold_flops'])}",
+         f"{v['margin']:.2f}", "yes" if v["blocking"] else "no"] for v in d.get("verdicts", [])]))
+    lines.append(f"seal {d['seal']['digest']}")
     return "\n".join(lines)

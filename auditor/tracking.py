@@ -65,7 +65,7 @@ class ComputeAudit:
                  optimizer: torch.optim.Optimizer | None = None, *, rules: list[str] | None = None,
                  on_exceed: str = "warn", resume_step: int | None = None, flush_every_steps: int = 100,
                  flush_every_seconds: float | None = 30.0, progress_every: int | None = None,
-                 name: str | None = None):
+                 name: str | None = None, preflight: dict | None = None):
         if on_exceed not in ("warn", "stop"):
             raise ValueError(f"on_exceed must be 'warn' or 'stop', got {on_exceed!r}")
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -73,6 +73,7 @@ class ComputeAudit:
         self.on_exceed, self.resume_step = on_exceed, resume_step
         self.flush_every_steps, self.flush_every_seconds = flush_every_steps, flush_every_seconds
         self.progress_every = progress_every
+        self.preflight = preflight  # the plan's dict (auditor.preflight), shown beside the measured figure
         self._rule_ids = rules
         self.rules: list = []
         self.cache: dict[tuple, dict[str, int]] = {}  # signature -> forward, backward, recompute
@@ -86,6 +87,9 @@ class ComputeAudit:
         self._last_step_flops = 0
         self._interval_flops = 0
         self._reduced_flops = 0              # all ranks' training FLOPs, summed at each ledger interval
+        self._written_eval = self._written_recompute = 0
+        self.uncovered: set[str] = set()
+        self._breakdown: dict = {}           # the latest counted step's breakdown, for the dossier
         self._warned: set[str] = set()
         self._started = False
         self._model = model
@@ -126,6 +130,7 @@ class ComputeAudit:
         self._reduce_across_ranks()
         if self._ledger is not None and _rank() == 0:
             self._ledger.close(self.steps)
+            self._write_dossier()
         self._started = False
 
     def __enter__(self) -> "ComputeAudit":
@@ -154,7 +159,8 @@ class ComputeAudit:
     @property
     def estimate(self) -> Estimate:
         total = self.total_flops
-        return Estimate(method="counted", flops=total, low=total, high=total, assumptions=[
+        return Estimate(method="counted", flops=total, low=total, high=total, uncovered_ops=sorted(self.uncovered),
+                        breakdown=dict(self._breakdown), assumptions=[
             f"measured while the run ran: {self.steps} steps, {self.counted_signatures} distinct step shapes counted "
             "at dispatch level, the rest added from those exact counts",
             "evaluation (no-grad) passes and recomputation are reported apart, not in this figure"],
@@ -204,7 +210,10 @@ class ComputeAudit:
         mode.__exit__(None, None, None)
         r = mode.result
         counts = {"forward": r.forward, "backward": r.backward, "recompute": r.recompute}
+        if r.forward or r.backward:
+            self._breakdown = {"by_op": r.by_op(), "by_module": r.by_module(depth=3)}
         if r.uncovered:
+            self.uncovered.update(r.uncovered)
             self._warn_once("uncovered", "operators without a FLOP formula met: " + ", ".join(sorted(r.uncovered)))
         if not sig[1]:
             self.eval_flops += r.forward
@@ -251,8 +260,28 @@ class ComputeAudit:
             if dist.get_rank() != 0:
                 return
         if self._ledger is not None:
-            self._ledger.append(self.steps, flops, eval_flops=self.eval_flops,
-                                recompute_flops=self.recompute_flops, ranks=ranks)
+            # eval and recompute as this interval's deltas, like the training FLOPs
+            eval_delta, self._written_eval = self.eval_flops - self._written_eval, self.eval_flops
+            recompute_delta, self._written_recompute = self.recompute_flops - self._written_recompute, self.recompute_flops
+            self._ledger.append(self.steps, flops, eval_flops=eval_delta, recompute_flops=recompute_delta, ranks=ranks)
+
+    def _write_dossier(self) -> None:
+        """RUN_DIR/dossier.json: the sealed summary, with the ledger's head and its cumulative series."""
+        from . import dossier
+        from .ledger import read_ledger
+        from .rules import evaluate, load_rules
+
+        state = read_ledger(self.run_dir)
+        estimate = self.estimate
+        verdicts = evaluate(estimate, self.rules or load_rules(None))
+        total = estimate.flops
+        tracked = {"total_flops": total, "low": total, "high": total, "estimates": [estimate.to_dict()],
+                   "verdicts": [v.to_dict() for v in verdicts], "uncovered_ops": estimate.uncovered_ops,
+                   "as_of": verdicts[0].as_of if verdicts else None, "eval_flops": self.eval_flops,
+                   "recompute_flops": self.recompute_flops, "steps": self.steps,
+                   "series": [[r["step"], r["total"]] for r in state.records],
+                   "ledger": {"path": "ledger.jsonl", "head": state.head, "records": state.count}}
+        dossier.write(dossier.build(self.preflight, run=self.name, tracked=tracked), self.run_dir / dossier.DOSSIER_NAME)
 
     def _reduce_across_ranks(self) -> None:
         """At the end: every rank's counts summed (torch.distributed); each rank holds the run's totals."""

@@ -61,19 +61,26 @@ def test_count_bad_option_exits_2():
 
 
 def test_every_command_has_help():
-    for args in (["--help"], ["count", "--help"], ["demo", "--help"]):
+    for args in (["--help"], ["count", "--help"], ["demo", "--help"], ["report", "--help"], ["verify", "--help"]):
         code, out, _ = run(*args)
         assert code == 0 and "Usage:" in out
 
 
-def test_demo_counts_and_writes_breakdown(tmp_path):
-    code, out, _ = run("demo", "--out", tmp_path)
+def test_demo_preflight_tracked_run_and_dossier(tmp_path):
+    code, out, _ = run("demo", "--out", tmp_path, "--steps", 2)
     assert code == 0
-    data = json.loads((tmp_path / "demo-count.json").read_text())
-    # The bundled GPT-2: 4 layers, width 256, vocabulary 8192 (tied), batch 4 x 256 tokens.
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("HTML dossier: ") and last.endswith("dossier.html")
+    html = tmp_path / "run" / "dossier.html"
+    assert html.is_file() and (tmp_path / "preflight.html").is_file()
+    # The bundled GPT-2: 4 layers, width 256, vocabulary 8192 (tied); 2 steps of 4 x 256 tokens.
     d, vocab, b, s, layers = 256, 8192, 4, 256, 4
     t = b * s
-    block = 2 * t * 12 * d * d + 2 * (2 * b * s * s * d)
-    fwd = layers * block + 2 * t * d * vocab
-    assert data["forward_flops"] == fwd and data["total_flops"] == 3 * fwd
-    assert "are equal" in out
+    fwd = layers * (2 * t * 12 * d * d + 2 * (2 * b * s * s * d)) + 2 * t * d * vocab
+    from auditor import dossier
+
+    sealed = dossier.load(tmp_path / "run")
+    assert sealed["total_flops"] == 2 * 3 * fwd
+    assert sealed["tracked"]["steps"] == 2
+    assert "equal" in out and "DIFFERENT" not in out
+    assert run("verify", tmp_path / "run")[0] == 0

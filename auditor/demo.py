@@ -1,0 +1,51 @@
+"""`auditor demo`: the plan, then the fact, for a small GPT-2 on the CPU, with both dossiers."""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from . import dossier
+from .render import dossier_html
+
+
+def run_demo(plan: dict, config_path: Path, out: Path, steps: int, echo: Callable[[str], None]) -> Path:
+    import torch
+
+    from .config import load_run_config
+    from .counting.hf import build_model, load_config
+    from .tracking import ComputeAudit
+
+    out.mkdir(parents=True, exist_ok=True)
+    preflight_html = out / "preflight.html"
+    preflight_html.write_text(dossier_html(dossier.build(plan, run=plan["run"], config_path=config_path)))
+
+    config = load_run_config(config_path)
+    seq_len, batch = config.data.seq_len, 4
+    torch.manual_seed(0)
+    model = build_model(load_config(config.model.hf_config_path), "cpu")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    run_dir = out / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh ledger: the demo is not a resumed run
+    echo(f"training the sample's model for {steps} steps of {batch} x {seq_len} tokens on the CPU, tracked ...")
+    vocab = model.config.vocab_size
+    with ComputeAudit(run_dir, model, optimizer, name=f"{plan['run']} (demo steps)", preflight=plan,
+                      flush_every_steps=1) as run:
+        for _ in range(steps):
+            ids = torch.randint(0, vocab, (batch, seq_len))
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    tokens = steps * batch * seq_len
+    planned = next(e for e in plan["estimates"] if e["method"] == "counted")["flops_per_token"]
+    measured = run.total_flops // tokens
+    echo(f"measured {run.total_flops:,} FLOPs over {tokens:,} tokens: {measured:,} a token; the plan counted "
+         f"{planned:,} a token on the meta device ({'equal' if measured == planned else 'DIFFERENT'})")
+    data = dossier.load(run_dir)
+    html = run_dir / "dossier.html"
+    html.write_text(dossier_html(data))
+    echo(f"ledger {run_dir / 'ledger.jsonl'} and sealed dossier {run_dir / dossier.DOSSIER_NAME} "
+         f"(check: auditor verify {run_dir})")
+    echo(f"preflight dossier: {preflight_html}")
+    echo(f"HTML dossier: {html.resolve()}")
+    return html

@@ -1,0 +1,125 @@
+"""The audit dossier: canonical JSON first, sealed; Markdown and HTML are rendered from it.
+
+Canonical form: ``json.dumps(data, sort_keys=True, indent=2, ensure_ascii=True) + "\\n"``, ints
+for every count. The seal is the SHA-256 of the canonical form of the dossier without its
+``seal`` member. The file on disk must be exactly the canonical form of what it holds, so a
+changed byte is caught whether it changes a value (the digest differs) or only the layout (the
+bytes are no longer canonical).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = "1"
+DOSSIER_NAME = "dossier.json"
+
+
+class DossierError(Exception):
+    """A dossier that cannot be read (exit 2) or does not verify (exit 1, ``tampered``)."""
+
+    def __init__(self, message: str, *, tampered: bool = False):
+        super().__init__(message)
+        self.tampered = tampered
+
+
+def canonical(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii")
+
+
+def digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical({k: v for k, v in data.items() if k != "seal"})).hexdigest()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str | Path | None = None,
+          tracked: dict[str, Any] | None = None, created: datetime | None = None) -> dict[str, Any]:
+    """A sealed dossier from a preflight's dict and/or a tracked run's summary."""
+    from . import __version__
+
+    data: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run": run,
+        "created": (created or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+        "tool": {"auditor": __version__, "torch": _version("torch"), "transformers": _version("transformers")},
+        "kind": "tracked" if tracked else "preflight",
+    }
+    if config_path is not None:
+        raw = Path(config_path).read_bytes()
+        data["config"] = {"path": str(config_path), "text": raw.decode("utf-8", errors="replace"),
+                          "sha256": hashlib.sha256(raw).hexdigest()}
+    source = tracked or preflight or {}
+    for key in ("total_flops", "low", "high", "estimates", "verdicts", "uncovered_ops", "as_of"):
+        if key in source:
+            data[key] = source[key]
+    if preflight:
+        data["preflight"] = {k: preflight[k] for k in ("notification", "model", "tokens", "lineage", "modality",
+                                                         "central_method", "skipped_methods") if k in preflight}
+        if tracked:
+            data["planned"] = {k: preflight[k] for k in ("total_flops", "low", "high", "estimates")}
+    if tracked:
+        data["tracked"] = {k: tracked[k] for k in ("eval_flops", "recompute_flops", "steps", "series", "ledger")
+                           if k in tracked}
+    return seal(data)
+
+
+def seal(data: dict[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in data.items() if k != "seal"}
+    head = (data.get("tracked") or {}).get("ledger", {}).get("head")
+    data["seal"] = {"algorithm": "sha256", "digest": digest(data), **({"ledger_head": head} if head else {})}
+    return data
+
+
+def write(data: dict[str, Any], path: str | Path) -> Path:
+    """Atomically: a crash leaves the old dossier or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, suffix=".tmp", delete=False) as fh:
+        fh.write(canonical(data))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(fh.name, path)
+    return path
+
+
+def locate(target: str | Path) -> Path:
+    target = Path(target)
+    return target / DOSSIER_NAME if target.is_dir() else target
+
+
+def load(target: str | Path) -> dict[str, Any]:
+    """Read and verify; DossierError(tampered=True) says what differs."""
+    path = locate(target)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DossierError(f"{path}: cannot read the dossier: {exc.strerror}") from None
+    try:
+        data = json.loads(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DossierError(f"{path}: not a valid dossier (not ASCII JSON: {exc}); altered or not a dossier",
+                           tampered=True) from None
+    if not isinstance(data, dict) or not isinstance(data.get("seal"), dict):
+        raise DossierError(f"{path}: no seal: not a dossier, or its seal was removed", tampered=True)
+    stored = data["seal"].get("digest")
+    actual = digest(data)
+    if stored != actual:
+        raise DossierError(f"{path}: tampered: the content's SHA-256 is {actual[:16]}..., the seal says "
+                           f"{str(stored)[:16]}...", tampered=True)
+    if raw != canonical(data):
+        where = next((i for i, (a, b) in enumerate(zip(raw, canonical(data))) if a != b), min(len(raw), len(canonical(data))))
+        raise DossierError(f"{path}: tampered: the bytes differ from the sealed content's canonical form at byte "
+                           f"{where}", tampered=True)
+    return data
