@@ -75,10 +75,14 @@ def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str
     return seal(data)
 
 
+def _seal_of(data: dict[str, Any]) -> dict[str, str]:
+    head = (data.get("tracked") or {}).get("ledger", {}).get("head")
+    return {"algorithm": "sha256", "digest": digest(data), **({"ledger_head": head} if head else {})}
+
+
 def seal(data: dict[str, Any]) -> dict[str, Any]:
     data = {k: v for k, v in data.items() if k != "seal"}
-    head = (data.get("tracked") or {}).get("ledger", {}).get("head")
-    data["seal"] = {"algorithm": "sha256", "digest": digest(data), **({"ledger_head": head} if head else {})}
+    data["seal"] = _seal_of(data)
     return data
 
 
@@ -113,11 +117,14 @@ def load(target: str | Path) -> dict[str, Any]:
                            tampered=True) from None
     if not isinstance(data, dict) or not isinstance(data.get("seal"), dict):
         raise DossierError(f"{path}: no seal: not a dossier, or its seal was removed", tampered=True)
-    stored = data["seal"].get("digest")
-    actual = digest(data)
-    if stored != actual:
-        raise DossierError(f"{path}: tampered: the content's SHA-256 is {actual[:16]}..., the seal says "
-                           f"{str(stored)[:16]}...", tampered=True)
+    stored, expected = data["seal"], _seal_of(data)
+    if stored.get("digest") != expected["digest"]:
+        raise DossierError(f"{path}: tampered: the content's SHA-256 is {expected['digest'][:16]}..., the seal says "
+                           f"{str(stored.get('digest'))[:16]}...", tampered=True)
+    if stored != expected:  # the algorithm, or a ledger head that differs from the sealed content's
+        differs = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+        raise DossierError(f"{path}: tampered: the seal's {', '.join(differs)} do not match its content",
+                           tampered=True)
     if raw != canonical(data):
         where = next((i for i, (a, b) in enumerate(zip(raw, canonical(data))) if a != b), min(len(raw), len(canonical(data))))
         raise DossierError(f"{path}: tampered: the bytes differ from the sealed content's canonical form at byte "

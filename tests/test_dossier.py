@@ -1,0 +1,136 @@
+"""Dossiers: sealed canonical JSON, verify catching every changed byte, inert hostile text,
+Markdown that renders as tables, and the HTML in a real browser."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from auditor import dossier
+from auditor.cli import main
+from auditor.preflight import assess
+from auditor.render import dossier_html, dossier_markdown
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def small_dossier(tmp_path: Path, run: str = "small-run", name: str = "run.yaml") -> dict:
+    config = tmp_path / name
+    config.write_text(f"run: {json.dumps(run)}\nmodel: {{parameters: 7e9}}\ndata: {{tokens: 1e15}}\n")
+    plan = assess(config, rules=["example-lab-policy-budget"], as_of="2026-06-01").to_dict()
+    return dossier.build(plan, run=plan["run"], config_path=config)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_canonical_sealed_and_ints(tmp_path):
+    data = small_dossier(tmp_path)
+    path = dossier.write(data, tmp_path / "dossier.json")
+    raw = path.read_bytes()
+    assert raw == (json.dumps(json.loads(raw), sort_keys=True, indent=2, ensure_ascii=True) + "\n").encode()
+    loaded = dossier.load(path)
+    assert loaded["total_flops"] == 6 * 7 * 10 ** 9 * 10 ** 15 and isinstance(loaded["total_flops"], int)
+    assert loaded["schema_version"] == "1" and loaded["tool"]["torch"].startswith("2.")
+    assert loaded["config"]["sha256"] == __import__("hashlib").sha256((tmp_path / "run.yaml").read_bytes()).hexdigest()
+    body = {k: v for k, v in loaded.items() if k != "seal"}
+    expected = __import__("hashlib").sha256(
+        (json.dumps(body, sort_keys=True, indent=2, ensure_ascii=True) + "\n").encode()).hexdigest()
+    assert loaded["seal"]["digest"] == expected
+    assert invoke("verify", path).exit_code == 0
+
+
+def test_every_single_byte_change_is_caught(tmp_path):
+    path = dossier.write(small_dossier(tmp_path), tmp_path / "dossier.json")
+    original = path.read_bytes()
+    assert len(original) < 12_000  # small enough to try every byte
+    missed = []
+    for i in range(len(original)):
+        changed = bytearray(original)
+        changed[i] = (changed[i] + 1) % 256 if changed[i] != 0x20 else 0x21
+        path.write_bytes(bytes(changed))
+        try:
+            dossier.load(path)
+            missed.append(i)
+        except dossier.DossierError:
+            pass
+    assert missed == []
+    path.write_bytes(original)
+    # Through the command line: tampered is exit 1, naming what differs; unreadable is exit 2.
+    changed = original.replace(b'"total_flops": 42', b'"total_flops": 43', 1)
+    assert changed != original
+    path.write_bytes(changed)
+    result = invoke("verify", path)
+    assert result.exit_code == 1 and "tampered" in result.output
+    assert invoke("verify", tmp_path / "missing.json").exit_code == 2
+
+
+def test_hostile_run_name_and_quoted_path_render_inert(tmp_path):
+    data = small_dossier(tmp_path, run=HOSTILE, name='we"ird\'s config.yaml')
+    html = dossier_html(data)
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "we&#34;ird&#39;s config.yaml" in html
+    md = dossier_markdown(data)
+    assert "<script>" not in md and "&lt;script&gt;" in md
+
+
+def test_markdown_renders_tables_in_a_gfm_renderer(tmp_path):
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").enable("table").render(dossier_markdown(small_dossier(tmp_path)))
+    assert html.count("<table>") == 2  # the estimates and the rules
+    assert "<td>example-lab-policy-budget</td>" in html
+
+
+def test_report_formats(tmp_path):
+    path = dossier.write(small_dossier(tmp_path), tmp_path / "dossier.json")
+    for fmt in ("text", "json", "md", "html"):
+        result = invoke("report", path, "--format", fmt)
+        assert result.exit_code == 0, result.output
+    assert json.loads(invoke("report", path, "--format", "json").output)["seal"] == dossier.load(path)["seal"]
+    out = tmp_path / "reports" / "d.html"
+    assert invoke("report", tmp_path, "--format", "html", "-o", out).exit_code == 0 and out.is_file()
+    path.write_bytes(path.read_bytes().replace(b"small-run", b"small-rum"))
+    refused = invoke("report", path)
+    assert refused.exit_code == 2 and "tampered" in refused.stderr
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# CI installs Debian's chromium and sets this, so that the browser test cannot quietly skip there.
+REQUIRED = os.environ.get("AUDITOR_REQUIRE_BROWSER") == "1"
+
+
+@pytest.mark.skipif(CHROMIUM is None and not REQUIRED, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_html_in_headless_chromium(tmp_path):
+    assert CHROMIUM, "AUDITOR_REQUIRE_BROWSER=1 but no chromium on PATH"
+    playwright = pytest.importorskip("playwright.sync_api")
+    data = small_dossier(tmp_path, run=HOSTILE)
+    page_file = tmp_path / "dossier.html"
+    page_file.write_text(dossier_html(data))
+    console, requests, dialogs = [], [], []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1000, "height": 1400})
+        page.on("console", lambda m: console.append((m.type, m.text)))
+        page.on("pageerror", lambda e: console.append(("pageerror", str(e))))
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(page_file.as_uri())
+        page.wait_for_load_state("load")
+        text = page.inner_text("body")
+        banner = page.inner_text("#summary")
+        charts = page.locator("svg").count()
+        page.screenshot(path=str(tmp_path / "dossier.png"), full_page=True)
+        browser.close()
+    assert [c for c in console if c[0] in ("error", "pageerror")] == []
+    assert requests == [page_file.as_uri()]  # the page itself, nothing from the network
+    assert dialogs == []  # the hostile run name did not run
+    assert HOSTILE in text  # shown as text
+    assert "4.2e25 FLOP" in banner and "Crosses example-lab-policy-budget" in banner
+    assert charts >= 1 and "Rules" in text and "example-lab-policy-budget" in text
+    assert (tmp_path / "dossier.png").stat().st_size > 10_000
