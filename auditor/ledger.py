@@ -1,14 +1,13 @@
 """The run ledger: ``RUN_DIR/ledger.jsonl``, append-only, hash-chained, resumable (docs/ledger.md).
 
-One canonical JSON record a line; ``hash`` is the SHA-256 of the record without ``hash``, ``prev``
-the previous record's ``hash``. Each flush is one ``os.write`` on an O_APPEND descriptor, then
-fsync, so a crash leaves at most one unfinished last line: the torn tail, set aside, never data.
-Standard library only: a crashed run's ledger can be checked without torch.
-"""
+Each flush is one ``os.write`` on an O_APPEND descriptor, then fsync, so a crash leaves at most one
+unfinished last line: the torn tail, set aside, never data. Standard library only (no torch)."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
+import itertools
 import json
 import operator
 import os
@@ -17,14 +16,10 @@ import threading
 import time
 import warnings
 import weakref
+from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no advisory lock
-    fcntl = None
 
 FILENAME = "ledger.jsonl"
 ZERO = "0" * 64
@@ -37,7 +32,6 @@ MAX_META = 4096  # bytes of canonical JSON
 
 class LedgerError(Exception):
     """A ledger that cannot be used: a bad record (``seq``, ``line``, ``reason``), or misuse."""
-
     def __init__(self, message: str, *, seq=None, line=None, reason=None, state=None):
         super().__init__(message)
         self.seq, self.line, self.reason, self.state = seq, line, reason or message, state
@@ -78,7 +72,7 @@ def check_record(rec, raw: bytes, last: dict | None) -> str | None:
         (rec["prev"] != prev, f"prev mismatch: does not chain to the previous record ({prev[:16]}...)"),
         (kind not in KINDS, f"unknown kind {kind!r}"),
         ((kind == "start") != (last is None), "a start record comes first, and only first"),
-        (last is not None and last["kind"] == "close" and kind != "resume", "a record after close that is not a resume"),
+        (last is not None and last["kind"] == "close" and kind != "resume", "a record after close, not a resume"),
         (min(rec["flops"], rec.get("eval_flops", 0), rec.get("recompute_flops", 0)) < 0, "negative flops"),
         (rec.get("ranks", 1) < 1, "ranks < 1"),
         (rec["total"] != base + rec["flops"], f"total {rec['total']} != previous total {base} + flops {rec['flops']}"),
@@ -99,9 +93,6 @@ class LedgerState:
     torn_line: int | None = None
     torn_reason: str | None = None
     torn_damaged: bool = False      # a whole line that fails to verify: not what a crash leaves
-    first_step: int | None = None
-    eval_flops: int = 0             # sums of the per-interval optional fields
-    recompute_flops: int = 0
 
     total = property(lambda self: self.last["total"] if self.last else 0)
     head = property(lambda self: self.last["hash"] if self.last else ZERO)
@@ -110,8 +101,7 @@ class LedgerState:
 
 
 def ledger_path(path) -> Path:
-    path = Path(path)
-    return path / FILENAME if path.is_dir() else path
+    return Path(path) / FILENAME if Path(path).is_dir() else Path(path)
 
 
 def _read(path: Path, keep: bool = True, cut_step: int | None = None):
@@ -123,12 +113,10 @@ def _read(path: Path, keep: bool = True, cut_step: int | None = None):
             nxt, lineno = fh.readline(), lineno + 1
             if not line.endswith(b"\n"):   # only a last line can lack its newline
                 st.torn, st.torn_line, st.torn_reason = line, lineno, "unfinished last line (no newline)"
-                try:  # but a whole record followed by a stray byte is damage, not an unfinished write
+                with contextlib.suppress(ValueError):  # a whole record then a stray byte: damage, not a crash
                     obj, stop = json.JSONDecoder().raw_decode(line.decode("latin-1"))
                     if isinstance(obj, dict) and stop < len(line):
                         st.torn_damaged, st.torn_reason = True, "stray bytes after a record in place of its newline"
-                except ValueError:
-                    pass
                 break
             try:
                 rec = json.loads(line)
@@ -141,10 +129,7 @@ def _read(path: Path, keep: bool = True, cut_step: int | None = None):
             if reason is not None:
                 raise LedgerError(f"{path} line {lineno} (record seq {st.count}): {reason}",
                                   seq=st.count, line=lineno, reason=reason, state=st)
-            st.first_step = rec["step"] if st.last is None else st.first_step
             st.count, st.last, st.end = st.count + 1, rec, st.end + len(line)
-            st.eval_flops += rec.get("eval_flops", 0)
-            st.recompute_flops += rec.get("recompute_flops", 0)
             if keep:
                 st.records.append(rec)
             if cut_step is not None and rec["step"] <= cut_step:
@@ -154,16 +139,11 @@ def _read(path: Path, keep: bool = True, cut_step: int | None = None):
 
 
 def read_ledger(path) -> LedgerState:
-    """The valid records of a ledger (file or RUN_DIR) and its torn tail. LedgerError on a bad record
-    before the last line, naming its seq and line; OSError if the file cannot be read."""
+    """The valid records and the torn tail of a ledger (file or RUN_DIR); LedgerError names a bad record."""
     return _read(ledger_path(path))[0]
 
 
-@dataclass
-class BadRecord:
-    seq: int
-    line: int
-    reason: str
+BadRecord = namedtuple("BadRecord", "seq line reason")  # the first bad record: its seq, line number, why
 
 
 @dataclass
@@ -180,8 +160,8 @@ class VerifyResult:
     bad: BadRecord | None = None
 
     def summary(self) -> str:
-        if self.bad is not None:
-            return f"{self.path}: TAMPERED or damaged at line {self.bad.line} (record seq {self.bad.seq}): {self.bad.reason}"
+        if (bad := self.bad) is not None:
+            return f"{self.path}: TAMPERED or damaged at line {bad.line} (record seq {bad.seq}): {bad.reason}"
         if not self.records:
             return f"{self.path}: no records" + (f" (only a torn tail of {self.torn_bytes} bytes)" if self.torn else "")
         state = f"closed at step {self.step:,}" if self.closed else f"open (not closed), last step {self.step:,}"
@@ -191,16 +171,12 @@ class VerifyResult:
 
 
 def verify_ledger(path) -> VerifyResult:
-    """Check the whole chain. A closed ledger must end cleanly; an open (crashed) one may end in a
-    torn tail (reported, ok). OSError if the file cannot be read."""
+    """Check the chain: a closed ledger must end cleanly, an open (crashed) one may end in a torn tail."""
     path = ledger_path(path)
     try:
-        st, _ = _read(path, keep=False)
+        st, bad = _read(path, keep=False)[0], None
     except LedgerError as exc:
-        s = exc.state
-        return VerifyResult(path, False, s.count, s.total, s.head, s.step, s.closed,
-                            bad=BadRecord(exc.seq, exc.line, exc.reason))
-    bad = None
+        st, bad = exc.state, BadRecord(exc.seq, exc.line, exc.reason)
     if st.torn is not None and (st.torn_damaged or st.closed):
         bad = BadRecord(st.count, st.torn_line, st.torn_reason if st.torn_damaged
                         else f"bytes after the close record ({st.torn_reason})")
@@ -209,13 +185,12 @@ def verify_ledger(path) -> VerifyResult:
 
 
 def verify_run(path, *, out=None, err=None) -> int:
-    """For ``auditor verify``: one line on ``out`` and 0 intact, 1 tampered or damaged; or one
-    ``error:`` line on ``err`` and 2: missing, unreadable, empty, not a ledger. ``path``: a RUN_DIR or the file."""
-    out, err, path = out or sys.stdout, err or sys.stderr, Path(path)
-    target = ledger_path(path)
+    """For ``auditor verify`` (``path``: a RUN_DIR or the ledger file): one line on ``out`` and 0 intact,
+    1 tampered or damaged; or one ``error:`` line on ``err`` and 2: missing, unreadable, empty, not a ledger."""
+    out, err, target = out or sys.stdout, err or sys.stderr, ledger_path(path)
     try:
         if not target.is_file():
-            raise ValueError(f"{path} holds no {FILENAME}" if path.is_dir() else f"{path} does not exist")
+            raise ValueError(f"{path} holds no {FILENAME}" if Path(path).is_dir() else f"{path} does not exist")
         result = verify_ledger(target)
         if not result.ok and not any(m in target.read_bytes() for m in (b'"prev":"', b'"hash":"', b'"total":')):
             raise ValueError(f"{target}: not an auditor ledger")  # one changed byte cannot remove all three
@@ -230,30 +205,22 @@ def verify_run(path, *, out=None, err=None) -> int:
 
 def _set_aside(path: Path, kind: str, data: bytes) -> str:
     """Write ``data`` durably to the first free ``ledger.<kind>.<n>`` beside the ledger; its name."""
-    n = 1
-    while True:
+    for n in itertools.count(1):
         target = path.with_name(f"{path.stem}.{kind}.{n}")
-        try:
-            with open(target, "xb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError), open(target, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
             return target.name
-        except FileExistsError:
-            n += 1
 
 
 def _count(value, name: str, minimum: int = 0) -> int:
     """An exact count: ints and numpy ints; floats and bools refused."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
-    if value < minimum:
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if operator.index(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, not {value}")
-    return value
+    return operator.index(value)
 
 
 _OPEN: "weakref.WeakSet[Ledger]" = weakref.WeakSet()
@@ -262,45 +229,64 @@ _OPEN: "weakref.WeakSet[Ledger]" = weakref.WeakSet()
 @atexit.register
 def _flush_at_exit() -> None:
     for ledger in list(_OPEN):
-        try:
+        with contextlib.suppress(Exception):  # nothing useful can be raised at exit
             ledger.flush()
-        except Exception:  # noqa: BLE001 - nothing useful can be raised at exit
-            pass
 
 
 class Ledger:
     """The writer: one per RUN_DIR at a time (an exclusive lock); rank 0 only under torch.distributed.
 
-    With no cadence every record is written and fsynced as it is appended; otherwise records are
-    buffered until ``flush_every_steps`` training steps or ``flush_every_seconds`` seconds have
-    passed since the last write (checked at each append), and always on ``flush()``, ``close()``
-    and interpreter exit. ``step`` never decreases. A Ledger dropped unclosed writes what it
-    buffered and releases the file, with no close record (the run stays resumable)."""
+    No cadence: each record is written and fsynced at once; else buffered until ``flush_every_steps``
+    steps or ``flush_every_seconds`` seconds since the last write (checked at each append), and on
+    flush(), close(), interpreter exit, and when dropped unclosed (then with no close record)."""
 
     def __init__(self, run_dir, *, flush_every_steps: int | None = None, flush_every_seconds: float | None = None,
-                 meta: dict | None = None, start_step: int = 0):
+                 meta: dict | None = None):
         self._open(run_dir, flush_every_steps, flush_every_seconds)
         if os.fstat(self._fd).st_size:
             self._release()
             raise LedgerError(f"{self.path} already holds a ledger; continue it with "
                               f"Ledger.resume(run_dir, checkpoint_step), or use a new run directory")
-        self._write_start(start_step, meta)
+        self._emit("start", 0, 0, {"meta": meta})
+        self.flush()
 
     @classmethod
     def resume(cls, run_dir, checkpoint_step: int, *, flush_every_steps: int | None = None,
                flush_every_seconds: float | None = None, meta: dict | None = None) -> tuple["Ledger", int]:
-        """Continue the ledger of a run restarted from its checkpoint at ``checkpoint_step`` (the truth).
-
-        Moves a torn tail to ``ledger.torn.<n>`` and the records for steps after the checkpoint
-        (work the resumed run redoes) to ``ledger.rolledback.<n>``, truncates, appends a ``resume``
-        record. Returns the ledger and the total carried over (``resume_info`` says what moved).
-        No ledger (or no record) yet and checkpoint 0: a fresh start. LedgerError on a bad record
-        before the last line, a checkpoint before the ledger's start, or nothing to resume at N > 0."""
-        checkpoint_step = _count(checkpoint_step, "checkpoint_step")
-        self = cls.__new__(cls)
+        """Continue a run restarted from its checkpoint at ``checkpoint_step`` (the truth): set a torn tail
+        aside (ledger.torn.<n>), and the records after the checkpoint (ledger.rolledback.<n>), truncate,
+        append a ``resume`` record. Returns the ledger and the total carried over (docs/ledger.md)."""
+        self, step = cls.__new__(cls), _count(checkpoint_step, "checkpoint_step")
         self._open(run_dir, flush_every_steps, flush_every_seconds)
         try:
-            return self, self._resume(checkpoint_step, meta)
+            st, (cut_end, cut) = _read(self.path, keep=False, cut_step=step)
+            if cut is None and step:  # (a start record is at step 0, before any checkpoint)
+                raise LedgerError(f"{self.path}: nothing to resume at step {step}: the compute before it was not "
+                                  f"recorded (a new ledger, Ledger(run_dir), records from here on)")
+            info = self.resume_info
+            if st.torn is not None:
+                info.update(torn_file=_set_aside(self.path, "torn", st.torn), torn_bytes=len(st.torn),
+                            torn_reason=st.torn_reason)
+                if st.torn_damaged:  # kept in the chain (the resume record's meta) as well as warned
+                    warnings.warn(f"{self.path} line {st.torn_line}, set aside in {info['torn_file']}: "
+                                  f"{st.torn_reason}; not what a crash leaves: check it", RuntimeWarning, stacklevel=2)
+            if cut_end < st.end:
+                rolled = os.pread(self._fd, st.end - cut_end, cut_end)
+                info["rolled_back_file"] = _set_aside(self.path, "rolledback", rolled)
+                info["rolled_back_records"], info["rolled_back_flops"] = rolled.count(b"\n"), st.total - cut["total"]
+            if cut_end < os.fstat(self._fd).st_size:
+                os.ftruncate(self._fd, cut_end)
+                os.fsync(self._fd)
+            if cut is not None and cut["step"] < step:
+                info["unrecorded_steps"] = [cut["step"], step]
+                warnings.warn(f"{self.path}: the last record at or before the checkpoint is at step {cut['step']}, "
+                              f"not {step}: the compute of the steps between was not recorded (flush the ledger "
+                              f"before saving a checkpoint)", RuntimeWarning, stacklevel=2)
+            self._last, self._flushed_step = cut, 0 if cut is None else cut["step"]
+            # nothing recorded yet (a crash before the start record): begin afresh, at step 0
+            self._emit("resume" if cut else "start", step, 0, {"meta": {**(meta or {}), **info}})
+            self.flush()
+            return self, self.total
         except BaseException:
             self._release()
             raise
@@ -317,7 +303,10 @@ class Ledger:
         and ``recompute_flops`` (this interval's), ``ranks``, ``meta``. Written now or by the cadence."""
         with self._lock:
             record = self._emit("interval", step, flops, extra)
-            if self._due(record["step"]):
+            steps, seconds = self._every_steps, self._every_seconds
+            if ((steps is None and seconds is None)
+                    or (steps is not None and record["step"] - self._flushed_step >= steps)
+                    or (seconds is not None and time.monotonic() - self._flushed_at >= seconds)):
                 self.flush()
             return dict(record)
 
@@ -327,8 +316,15 @@ class Ledger:
             if self._fd is None or os.getpid() != self._pid:
                 return  # closed, or a forked child (a dataloader worker) holding a copy
             if self._buffer:
-                data, self._buffer = b"".join(self._buffer), []
-                self._write(data)
+                data, self._buffer = memoryview(b"".join(self._buffer)), []
+                try:
+                    while data:  # one write in practice; a short write continues at the end (O_APPEND)
+                        data = data[os.write(self._fd, data):]
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    self._broken = True
+                    raise LedgerError(f"{self.path}: write failed ({exc.strerror}); the ledger is valid up to its "
+                                      f"last whole line: resume it to continue") from exc
                 self._flushed_step = self._last["step"]
             self._flushed_at = time.monotonic()
 
@@ -343,17 +339,13 @@ class Ledger:
             return dict(record)
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):
             self.flush()
             self._release()
-        except Exception:  # noqa: BLE001
-            pass
 
     def _open(self, run_dir, every_steps, every_seconds) -> None:
         self._fd = None
-        if every_steps is not None and (isinstance(every_steps, bool) or not isinstance(every_steps, int)
-                                        or every_steps < 1):
-            raise ValueError(f"flush_every_steps must be a positive int, not {every_steps!r}")
+        every_steps = None if every_steps is None else _count(every_steps, "flush_every_steps", 1)
         if every_seconds is not None and (isinstance(every_seconds, bool) or not every_seconds > 0):
             raise ValueError(f"flush_every_seconds must be a positive number, not {every_seconds!r}")
         self.run_dir, self.path = Path(run_dir), Path(run_dir) / FILENAME
@@ -361,62 +353,20 @@ class Ledger:
         self._lock, self._buffer, self._last, self.resume_info = threading.RLock(), [], None, {}
         self._pid, self._flushed_at, self._flushed_step, self._broken = os.getpid(), time.monotonic(), 0, False
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        existed = self.path.exists()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise LedgerError(f"{self.path} is in use by another process (one writer per run directory)") from None
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - Windows: no advisory lock
+            pass
+        except OSError:
+            os.close(fd)
+            raise LedgerError(f"{self.path} is in use by another process (one writer per run directory)") from None
         self._fd = fd
-        if not existed and hasattr(os, "O_DIRECTORY"):  # make the new file's name durable too
-            dfd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        if hasattr(os, "O_DIRECTORY"):  # make a new file's name durable too
+            os.fsync(dfd := os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY))
+            os.close(dfd)
         _OPEN.add(self)
-
-    def _resume(self, checkpoint_step: int, meta: dict | None) -> int:
-        st, (cut_end, cut_rec) = _read(self.path, keep=False, cut_step=checkpoint_step)
-        if cut_rec is None and st.count:
-            raise LedgerError(f"{self.path}: no record at or before checkpoint step {checkpoint_step} "
-                              f"(the ledger starts at step {st.first_step})")
-        if cut_rec is None and checkpoint_step:
-            raise LedgerError(f"{self.path}: no ledger records to resume at step {checkpoint_step}: the compute "
-                              f"before it was not recorded; start a new ledger with Ledger(run_dir, "
-                              f"start_step={checkpoint_step}) and account for the earlier steps separately")
-        info = self.resume_info
-        if st.torn is not None:
-            info["torn_file"], info["torn_bytes"] = _set_aside(self.path, "torn", st.torn), len(st.torn)
-        if cut_end < st.end:
-            with open(self.path, "rb") as fh:
-                fh.seek(cut_end)
-                rolled = fh.read(st.end - cut_end)
-            info["rolled_back_file"] = _set_aside(self.path, "rolledback", rolled)
-            info["rolled_back_records"] = rolled.count(b"\n")
-            info["rolled_back_flops"] = st.total - cut_rec["total"]
-        if cut_end < os.fstat(self._fd).st_size:
-            os.ftruncate(self._fd, cut_end)
-            os.fsync(self._fd)
-        if cut_rec is None:  # nothing recorded yet (a crash before the start record): begin afresh
-            self._write_start(0, meta)
-            return 0
-        if cut_rec["step"] < checkpoint_step:
-            info["unrecorded_steps"] = [cut_rec["step"], checkpoint_step]
-            warnings.warn(f"{self.path}: the last record at or before the checkpoint is at step {cut_rec['step']}, "
-                          f"not {checkpoint_step}: the compute of the steps between was not recorded "
-                          f"(flush the ledger before saving a checkpoint)", RuntimeWarning, stacklevel=3)
-        self._last, self._flushed_step = cut_rec, cut_rec["step"]
-        self._emit("resume", checkpoint_step, 0, {"meta": {**(meta or {}), **info}})
-        self.flush()
-        return cut_rec["total"]
-
-    def _write_start(self, start_step: int, meta: dict | None) -> None:
-        self._flushed_step = _count(start_step, "start_step")
-        self._emit("start", start_step, 0, {"meta": meta})
-        self.flush()
 
     def _emit(self, kind: str, step, flops, extra: dict) -> dict:
         if self._fd is None or self._broken:
@@ -425,9 +375,8 @@ class Ledger:
         step, flops = _count(step, "step"), _count(flops, "flops")
         if self._last is not None and step < self._last["step"]:
             raise ValueError(f"step {step} is before the last recorded step {self._last['step']} (steps never decrease)")
-        unknown = set(extra) - set(EXTRA_INTS) - {"meta"}
-        if unknown:
-            raise TypeError(f"unknown ledger field(s): {', '.join(sorted(unknown))}")
+        if unknown := set(extra) - {*EXTRA_INTS, "meta"}:
+            raise TypeError(f"not an optional ledger field: {', '.join(sorted(unknown))}")
         body = {"seq": self.seq + 1, "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 "step": step, "flops": flops, "total": self.total + flops, "kind": kind, "prev": self.head}
         for key, minimum in EXTRA_INTS.items():
@@ -436,28 +385,11 @@ class Ledger:
         if extra.get("meta"):
             if not isinstance(extra["meta"], dict) or len(canonical(extra["meta"])) > MAX_META:
                 raise ValueError(f"meta must be a JSON object of at most {MAX_META} bytes")
-            body["meta"] = extra["meta"]
+            body["meta"] = json.loads(canonical(extra["meta"]))  # a copy, as it will read back
         body["hash"] = record_hash(body)
         self._buffer.append(canonical(body) + b"\n")
         self._last = body
         return body
-
-    def _due(self, step: int) -> bool:
-        if self._every_steps is None and self._every_seconds is None:
-            return True
-        return ((self._every_steps is not None and step - self._flushed_step >= self._every_steps)
-                or (self._every_seconds is not None and time.monotonic() - self._flushed_at >= self._every_seconds))
-
-    def _write(self, data: bytes) -> None:
-        try:
-            view = memoryview(data)
-            while view:  # one write in practice; a short write continues at the end (O_APPEND)
-                view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
-        except OSError as exc:
-            self._broken = True
-            raise LedgerError(f"{self.path}: write failed ({exc.strerror}); the ledger is valid up to its last "
-                              f"whole line: resume it to continue") from exc
 
     def _release(self) -> None:
         fd, self._fd = self._fd, None

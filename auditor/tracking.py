@@ -110,8 +110,12 @@ class ComputeAudit:
             self.steps = self.resume_step or 0
             if _rank() != 0:
                 pass  # rank 0 writes the ledger; the others send their counts to it
-            elif self.resume_step is not None and (self.run_dir / "ledger.jsonl").exists():
-                self._ledger, self.base_flops = Ledger.resume(self.run_dir, self.resume_step)
+            elif self.resume_step is not None:
+                # Always through resume: a missing ledger with resume_step > 0 is an error, not a
+                # silent fresh start that would drop the compute before the checkpoint.
+                self._ledger, self.base_flops = Ledger.resume(
+                    self.run_dir, self.resume_step, flush_every_steps=self.flush_every_steps,
+                    flush_every_seconds=self.flush_every_seconds)
             else:
                 self._ledger = Ledger(self.run_dir, flush_every_steps=self.flush_every_steps,
                                       flush_every_seconds=self.flush_every_seconds)
@@ -138,6 +142,15 @@ class ComputeAudit:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def checkpoint(self) -> None:
+        """Call when the training loop saves a checkpoint: the ledger records every step up to
+        here and is fsynced, so a run resumed from this checkpoint neither loses nor repeats
+        compute (the contract in docs/ledger.md). Collective under torch.distributed."""
+        self._finish_counting()
+        self._write_interval()
+        if self._ledger is not None:
+            self._ledger.flush()
 
     def watch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Hook one model (its top module only) and, optionally, its optimizer's step."""
