@@ -119,29 +119,38 @@ class ComputeAudit:
             else:
                 self._ledger = Ledger(self.run_dir, flush_every_steps=self.flush_every_steps,
                                       flush_every_seconds=self.flush_every_seconds)
+        if self._world > 1 and self.run_dir is not None and self.resume_step is not None:
+            self.base_flops = _sum_across_ranks([self.base_flops])[0]  # only rank 0 read the ledger
         if self._model is not None:
             self.watch(self._model, self._optimizer)
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, failed: bool = False) -> None:
+        """End the audit. After an exception (``failed``) under torch.distributed no collective is
+        run, since a rank that failed alone would leave the others waiting forever: the ledger is
+        flushed, not closed, and a resumed run picks it up."""
         if not self._started:
             return
         self._finish_counting()
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._started = False
+        if failed and self._world > 1:
+            if self._ledger is not None:
+                self._ledger.flush()
+            return
         self._write_interval()  # the last interval (collective across ranks)
         self._reduce_across_ranks()
         if self._ledger is not None and _rank() == 0:
             self._ledger.close(self.steps)
             self._write_dossier()
-        self._started = False
 
     def __enter__(self) -> "ComputeAudit":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.stop(failed=exc_type is not None)
 
     def checkpoint(self) -> None:
         """Call when the training loop saves a checkpoint: the ledger records every step up to
@@ -155,6 +164,8 @@ class ComputeAudit:
     def watch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Hook one model (its top module only) and, optionally, its optimizer's step."""
         self._model = model
+        if optimizer is not None:
+            self._optimizer = optimizer
         self._names = module_paths(model)
         self._dense = dense_expert_modules(model)
         self._handles.append(model.register_forward_pre_hook(self._before_forward, with_kwargs=True))
@@ -261,22 +272,21 @@ class ComputeAudit:
         """One ledger record for the FLOPs since the last; across ranks, their sum (rank 0 writes).
 
         Every rank reaches this at the same steps (every step alone, every flush_every_steps
-        steps under torch.distributed), so the all-reduce is collective."""
+        steps under torch.distributed), so the all-reduce is collective, and the guard decides
+        there on figures every rank shares, so that all ranks stop at the same step."""
         flops, self._interval_flops = self._interval_flops, 0
-        ranks = _world_size()
+        eval_delta, self._written_eval = self.eval_flops - self._written_eval, self.eval_flops
+        recompute_delta, self._written_recompute = self.recompute_flops - self._written_recompute, self.recompute_flops
+        ranks = self._world
         if ranks > 1:
-            import torch.distributed as dist
-            t = torch.tensor([flops], dtype=torch.int64)
-            dist.all_reduce(t)
-            flops = int(t.item())
+            flops, eval_delta, recompute_delta = _sum_across_ranks([flops, eval_delta, recompute_delta])
             self._reduced_flops += flops
-            if dist.get_rank() != 0:
+            self._guard_shared(flops)
+            if _rank() != 0:
                 return
-        if self._ledger is not None:
-            # eval and recompute as this interval's deltas, like the training FLOPs
-            eval_delta, self._written_eval = self.eval_flops - self._written_eval, self.eval_flops
-            recompute_delta, self._written_recompute = self.recompute_flops - self._written_recompute, self.recompute_flops
-            self._ledger.append(self.steps, flops, eval_flops=eval_delta, recompute_flops=recompute_delta, ranks=ranks)
+        if self._ledger is not None and (flops or eval_delta or recompute_delta):
+            self._ledger.append(self.steps, flops, eval_flops=eval_delta, recompute_flops=recompute_delta,
+                                ranks=ranks)
 
     def _write_dossier(self) -> None:
         """RUN_DIR/dossier.json: the sealed summary, with the ledger's head and its cumulative series."""
@@ -298,24 +308,34 @@ class ComputeAudit:
 
     def _reduce_across_ranks(self) -> None:
         """At the end: every rank's counts summed (torch.distributed); each rank holds the run's totals."""
-        if _world_size() == 1:
+        if self._world == 1:
             return
-        import torch.distributed as dist
-        t = torch.tensor([self.eval_flops, self.recompute_flops], dtype=torch.int64)
-        dist.all_reduce(t)
-        self.eval_flops, self.recompute_flops = (int(x) for x in t.tolist())
+        self.eval_flops, self.recompute_flops = _sum_across_ranks([self.eval_flops, self.recompute_flops])
         self.train_flops = self._reduced_flops
 
+    def _guard_shared(self, interval: int) -> None:
+        """Under torch.distributed: stop (or warn) when another interval like the last one would
+        cross a blocking threshold; the figures are the all-rank sums every rank holds."""
+        if not self.rules:
+            return
+        total = self.base_flops + self._reduced_flops
+        crossing = self._crossing(total + interval)
+        if crossing:
+            self._act(f"auditor: all {self._world} ranks have used {total:.3e} FLOPs; the next "
+                      f"{self.flush_every_steps} steps would reach about {total + interval:.3e}, crossing {crossing}",
+                      crossing)
+
     def _guard(self, sig: tuple) -> None:
-        if not self.rules or not sig[1]:
+        if not self.rules or not sig[1] or self._world > 1:  # across ranks: _guard_shared
             return
         cached = self.cache.get(sig)
         next_cost = cached["forward"] + cached["backward"] if cached else getattr(self, "_step_cost", 0)
         crossing = self._crossing(self.total_flops + next_cost)
-        if not crossing:
-            return
-        message = (f"auditor: the next step would take the run to about {self.total_flops + next_cost:.3e} FLOPs, "
-                   f"crossing {crossing}")
+        if crossing:
+            self._act(f"auditor: the next step would take the run to about {self.total_flops + next_cost:.3e} FLOPs, "
+                      f"crossing {crossing}", crossing)
+
+    def _act(self, message: str, crossing: str) -> None:
         if self.on_exceed == "stop":
             if self._ledger is not None:
                 self._ledger.flush()
@@ -353,6 +373,30 @@ def _grad_outputs(output: Any) -> list[torch.Tensor]:
     if values is None or not all(v is None or type(v) is torch.Tensor or isinstance(v, (tuple, list)) for v in values):
         values, _ = tree_flatten(output)
     return [t for t in values if type(t) is torch.Tensor and t.requires_grad]
+
+
+_LIMB = 31  # bits: int64 sums of 31-bit limbs cannot overflow below 2**32 ranks
+
+
+def _sum_across_ranks(values: list[int]) -> list[int]:
+    """Exact all-rank sums of Python ints: int64 wraps at 9.2e18, far below the 1e25 a run can reach.
+
+    Each value travels as 31-bit limbs in an int64 tensor on the device the process group's
+    backend serves (NCCL: the current accelerator; gloo: the CPU)."""
+    import torch.distributed as dist
+
+    limbs = 4  # 124 bits
+    for v in values:
+        if v < 0 or v >= 1 << (_LIMB * limbs):
+            raise ValueError(f"cannot reduce {v}: out of range")
+    flat = [(v >> (_LIMB * i)) & ((1 << _LIMB) - 1) for v in values for i in range(limbs)]
+    device = "cpu"
+    if "nccl" in str(dist.get_backend()).lower() and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    t = torch.tensor(flat, dtype=torch.int64, device=device)
+    dist.all_reduce(t)
+    sums = [int(x) for x in t.cpu().tolist()]
+    return [sum(sums[j * limbs + i] << (_LIMB * i) for i in range(limbs)) for j in range(len(values))]
 
 
 def _rank() -> int:

@@ -1,0 +1,71 @@
+"""Callbacks that put a ComputeAudit on a training framework's run: see docs/integrations.md.
+
+``auditor.integrations.huggingface.AuditCallback``: a ``transformers.TrainerCallback``.
+``auditor.integrations.lightning.AuditCallback``: a ``lightning.pytorch.Callback``.
+
+Each module imports its framework when it is imported itself, never before: ``import auditor``
+and this package need neither.
+
+Both callbacks hand ComputeAudit a stand-in for the optimizer (``StepSignal``) and fire its step
+hooks from the framework's own events. Frameworks wrap the real optimizer (accelerate's
+AcceleratedOptimizer does not run torch's step hooks, a GradScaler may skip the inner step,
+Lightning runs the forward and backward inside ``optimizer.step(closure)``), but they say
+reliably when the gradients of a step are complete and when the step is over.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ["StepSignal"]
+
+
+class StepSignal:
+    """Duck-types the two hook methods of ``torch.optim.Optimizer`` that ComputeAudit uses.
+
+    ``before()``: the gradients of the step are complete (the counting window closes here, so
+    the optimizer's own arithmetic is never part of a step's count); ``after()``: the step is
+    over (ComputeAudit counts it and, under torch.distributed, flushes on its cadence).
+    """
+
+    def __init__(self) -> None:
+        self._pre: OrderedDict[int, Callable] = OrderedDict()
+        self._post: OrderedDict[int, Callable] = OrderedDict()
+
+    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+        handle = RemovableHandle(self._pre)
+        self._pre[handle.id] = hook
+        return handle
+
+    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+        handle = RemovableHandle(self._post)
+        self._post[handle.id] = hook
+        return handle
+
+    def before(self) -> None:
+        for hook in list(self._pre.values()):
+            hook(self, (), {})
+
+    def after(self) -> None:
+        for hook in list(self._post.values()):
+            hook(self, (), {})
+
+
+def check_on_exceed(on_exceed: str) -> None:
+    """Fail when the callback is made, not when training starts."""
+    if on_exceed not in ("warn", "stop"):
+        raise ValueError(f"on_exceed must be 'warn' or 'stop', got {on_exceed!r}")
+
+
+def warn_if_nothing_seen(audit, steps_at_start: int, where: str) -> None:
+    """Optimizer steps ran but the watched module never did: the count is zero and wrong.
+
+    Called before ``stop()`` (which replaces this rank's count with all ranks' sum)."""
+    import warnings
+
+    if audit is not None and audit.steps > steps_at_start and not audit.train_flops:
+        warnings.warn(f"{where}: {audit.steps} optimizer steps ended but no forward pass of the watched model was "
+                      "seen; nothing was counted (was the model replaced after the callback was given it?)",
+                      stacklevel=3)

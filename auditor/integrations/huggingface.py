@@ -1,0 +1,92 @@
+"""``transformers.Trainer``: a callback that audits the training compute of ``trainer.train()``.
+
+    from auditor.integrations.huggingface import AuditCallback
+
+    audit = AuditCallback(run_dir="runs/exp1", rules=["eu-gpai-systemic"])
+    trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[audit])
+    trainer.train()
+    audit.audit.total_flops        # forward + backward, every micro-batch, every rank
+
+The top module of the Trainer's model gets one forward pre-hook and one forward hook (see
+``auditor.tracking``). Steps are delimited by the Trainer's own ``on_pre_optimizer_step`` and
+``on_optimizer_step`` events, not by hooks on the optimizer: accelerate wraps it in an
+AcceleratedOptimizer, which skips torch's step hooks, and a GradScaler may skip the inner step.
+Gradient accumulation is exact (each micro-batch's forward and backward is counted; a step is
+one optimizer step); evaluation inside ``train()`` runs without grad and lands in
+``eval_flops``. Each log gets ``compute_flops`` and ``compute_eval_flops``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ..tracking import ComputeAudit
+from . import StepSignal, check_on_exceed, warn_if_nothing_seen
+
+__all__ = ["AuditCallback"]
+
+LOG_KEYS = ("compute_flops", "compute_eval_flops")
+
+
+class AuditCallback(TrainerCallback):
+    """Runs a ``ComputeAudit`` from ``on_train_begin`` to ``on_train_end``.
+
+    ``run_dir``, ``rules``, ``on_exceed`` and ``**options`` (``flush_every_steps``,
+    ``flush_every_seconds``, ``progress_every``, ``resume_step``, ``name``) go to ComputeAudit.
+    With a ``run_dir``, a Trainer resumed from a checkpoint resumes the ledger at the
+    checkpoint's step unless ``resume_step`` is given.
+
+    ``audit``: the ComputeAudit of the latest ``train()`` (None before the first).
+    """
+
+    def __init__(self, run_dir: str | Path | None = None, rules: list[str] | None = None,
+                 on_exceed: str = "warn", **options: Any):
+        check_on_exceed(on_exceed)
+        self.run_dir, self.rules, self.on_exceed, self.options = run_dir, rules, on_exceed, options
+        self.audit: ComputeAudit | None = None
+        self._signal: StepSignal | None = None
+        self._steps_at_start = 0
+
+    @property
+    def _running(self) -> bool:
+        return self.audit is not None and self.audit._started
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is None:
+            raise ValueError("AuditCallback: the Trainer passed no model to on_train_begin")
+        if self._running:  # an earlier train() raised before on_train_end
+            self.audit.stop()
+        options = dict(self.options)
+        if self.run_dir is not None and state.global_step and "resume_step" not in options:
+            options["resume_step"] = state.global_step
+        self._signal = StepSignal()
+        self.audit = ComputeAudit(self.run_dir, model, self._signal, rules=self.rules,
+                                  on_exceed=self.on_exceed, **options)
+        self.audit.start()
+        self._steps_at_start = self.audit.steps
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self._running:
+            self._signal.before()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if self._running:
+            self._signal.after()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.audit is None or logs is None:
+            return
+        values = {"compute_flops": self.audit.total_flops, "compute_eval_flops": self.audit.eval_flops}
+        # Trainer.log appends a copy of the logs to the history just before calling on_log.
+        history = state.log_history[-1] if state.log_history else None
+        if history is not None and history.get("step") == state.global_step and all(
+                history.get(k) == v for k, v in logs.items() if k not in LOG_KEYS):
+            history.update(values)
+        logs.update(values)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._running:
+            warn_if_nothing_seen(self.audit, self._steps_at_start, "AuditCallback")
+            self.audit.stop()

@@ -1,0 +1,259 @@
+"""torch.distributed: two CPU processes on gloo, set up as torchrun sets them up (env:// rendezvous).
+
+The ranks train the same MLP on different batch sizes, so their counts differ; the audited total
+after ``stop()`` must be the sum of what each rank counts on its own, on both ranks. One spawn
+runs every scenario (starting processes is the slow part); each test reads its scenario's result.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+WORLD = 2
+BATCHES = {0: [4, 4, 4, 4, 3], 1: [8, 8, 8, 8, 5]}  # 5 steps, a short last batch; flushes at 2, 4 and stop
+EVAL_BATCH = {0: 2, 1: 6}
+FLUSH = 2
+PER_SAMPLE = 3 * (2 * 32 * 64 + 2 * 64 * 10) - 2 * 32 * 64   # MLP 32-64-10 trained on data (no input grad)
+GUARD_BATCH, GUARD_STEPS, GUARD_THRESHOLD = {0: 4, 1: 8}, 8, 900_000
+
+
+def _mlp():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    return model, torch.optim.SGD(model.parameters(), lr=0.01)
+
+
+def _train(model, opt, batches):
+    g = torch.Generator().manual_seed(5)
+    for b in batches:
+        model(torch.randn(b, 32, generator=g)).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def _evaluate(model, batch):
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(batch, 32))
+    model.train()
+
+
+# ---------------------------------------------------------------- scenarios (run on every rank)
+def _exact(rank, tmp):
+    from auditor.counting.mode import CountingMode
+    from auditor.tracking import ComputeAudit
+
+    model, opt = _mlp()
+    run = ComputeAudit(None, model, opt, flush_every_steps=FLUSH).start()
+    _train(model, opt, BATCHES[rank])
+    _evaluate(model, EVAL_BATCH[rank])
+    local = run.total_flops
+    run.stop()
+    # This rank's own count, every step counted at dispatch level, no audit.
+    model, opt = _mlp()
+    with CountingMode(model) as own_train:
+        _train(model, opt, BATCHES[rank])
+    with CountingMode(model) as own_eval:
+        _evaluate(model, EVAL_BATCH[rank])
+    return {"local": local, "total": run.total_flops, "eval": run.eval_flops, "steps": run.steps,
+            "own_train": own_train.result.total, "own_eval": own_eval.result.forward}
+
+
+def _ledger(rank, tmp):
+    from auditor.ledger import read_ledger, verify_ledger
+    from auditor.tracking import ComputeAudit
+
+    model, opt = _mlp()
+    run_dir = Path(tmp) / "ledger-run"
+    with ComputeAudit(run_dir, model, opt, flush_every_steps=FLUSH, flush_every_seconds=None) as run:
+        _train(model, opt, BATCHES[rank])
+    out = {"total": run.total_flops, "ledger": (run_dir / "ledger.jsonl").exists()}
+    dist.barrier()
+    if rank == 0:
+        state = read_ledger(run_dir)
+        out["intervals"] = [[r["step"], r["flops"], r.get("ranks")] for r in state.records
+                            if r["kind"] == "interval" and r["flops"]]
+        verified = verify_ledger(run_dir)
+        out["verified"] = [verified.ok, verified.total, verified.closed]
+    return out
+
+
+def _guard(rank, tmp):
+    from auditor.tracking import ComputeAudit
+
+    model, opt = _mlp()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ComputeAudit(None, model, opt, flush_every_steps=FLUSH, rules=[str(Path(tmp) / "budget.yaml")],
+                          on_exceed="warn") as run:
+            _train(model, opt, [GUARD_BATCH[rank]] * GUARD_STEPS)
+    return {"total": run.total_flops, "warned": any("dist-budget" in str(w.message) for w in caught)}
+
+
+def _overflow(rank, tmp):
+    """2**62 FLOPs a rank in one step (a meta-device layer: no memory, no time): the sum is 2**63."""
+    from auditor.tracking import ComputeAudit
+
+    n = 2 ** 20
+    layer = torch.nn.Linear(n, n, bias=False, device="meta")
+    with ComputeAudit(None, layer, flush_every_steps=1) as run:
+        layer(torch.empty(n, n, device="meta")).sum().backward()
+    return {"total": run.total_flops, "steps": run.steps}
+
+
+def _resume(rank, tmp):
+    """A run of 4 steps writes its ledger; a restart from the checkpoint at step 2 runs 2 more."""
+    from auditor.tracking import ComputeAudit
+
+    run_dir = Path(tmp) / "resume-run"
+    model, opt = _mlp()
+    with ComputeAudit(run_dir, model, opt, flush_every_steps=FLUSH, flush_every_seconds=None):
+        _train(model, opt, [GUARD_BATCH[rank]] * 4)
+    with ComputeAudit(run_dir, model, opt, flush_every_steps=FLUSH, flush_every_seconds=None,
+                      resume_step=2) as run:
+        _train(model, opt, [GUARD_BATCH[rank]] * 2)
+    return {"total": run.total_flops, "steps": run.steps}
+
+
+SCENARIOS = {"exact": _exact, "ledger": _ledger, "guard": _guard, "overflow": _overflow, "resume": _resume}
+
+
+def _worker(rank, port, tmp, backend):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(WORLD))
+    results = {}
+    dist.init_process_group(backend, timeout=timedelta(seconds=30))
+    try:
+        for name, fn in SCENARIOS.items():
+            try:
+                results[name] = fn(rank, tmp)
+            except Exception:  # recorded: the test of this scenario fails with it, the others go on
+                results[name] = {"error": traceback.format_exc()}
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+        Path(tmp, f"rank{rank}.json").write_text(json.dumps(results))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(tmp: Path, backend: str, timeout: float = 60.0) -> list[dict]:
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp), backend), nprocs=WORLD, join=False,
+                             start_method="spawn")
+    deadline = time.monotonic() + timeout
+    try:
+        while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the {WORLD} ranks did not finish in {timeout:.0f} s")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.terminate()
+    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with the gloo backend is not available")
+    tmp = tmp_path_factory.mktemp("distributed")
+    (tmp / "budget.yaml").write_text(
+        "id: dist-budget\ntitle: a budget for two ranks\njurisdiction: internal\n"
+        "citation: {text: test, url: 'https://example.org/budget'}\n"
+        f"threshold_flops: {GUARD_THRESHOLD}\ncomparison: '>'\nbasis: training\n"
+        "status: in_force\nblocking: true\n")
+    return _spawn(tmp, "gloo")
+
+
+def _scenario(ranks, name):
+    out = [r[name] for r in ranks]
+    for rank, r in enumerate(out):
+        assert "error" not in r, f"rank {rank}:\n{r['error']}"
+    return out
+
+
+def test_two_ranks_total_is_the_sum_of_each_ranks_own_count(ranks):
+    r0, r1 = _scenario(ranks, "exact")
+    assert r0["own_train"] != r1["own_train"]            # the ranks did different work
+    assert r0["local"] == r0["own_train"] and r1["local"] == r1["own_train"]  # before stop: this rank's
+    for r in (r0, r1):                                     # after stop: the run's, on every rank
+        assert r["total"] == r0["own_train"] + r1["own_train"]
+        assert r["eval"] == r0["own_eval"] + r1["own_eval"]
+        assert r["steps"] == 5
+    assert r0["total"] == (sum(BATCHES[0]) + sum(BATCHES[1])) * PER_SAMPLE
+
+
+def test_rank_zero_writes_the_summed_intervals(ranks):
+    r0, r1 = _scenario(ranks, "ledger")
+    per_step = [(a + b) * PER_SAMPLE for a, b in zip(BATCHES[0], BATCHES[1])]
+    assert r0["intervals"] == [[2, sum(per_step[:2]), 2], [4, sum(per_step[2:4]), 2], [5, per_step[4], 2]]
+    assert r0["verified"] == [True, sum(per_step), True]
+    assert r0["total"] == r1["total"] == sum(per_step)
+
+
+def test_guard_sees_the_runs_total_not_one_ranks(ranks):
+    r0, r1 = _scenario(ranks, "guard")
+    run_total = GUARD_STEPS * (GUARD_BATCH[0] + GUARD_BATCH[1]) * PER_SAMPLE
+    assert r0["total"] == r1["total"] == run_total > GUARD_THRESHOLD
+    assert GUARD_STEPS * GUARD_BATCH[1] * PER_SAMPLE < GUARD_THRESHOLD  # no single rank crosses it
+    assert r0["warned"] and r1["warned"]
+
+
+def test_cross_rank_sum_past_int64_is_exact(ranks):
+    r0, r1 = _scenario(ranks, "overflow")
+    assert r0["steps"] == r1["steps"] == 1
+    assert r0["total"] == r1["total"] == 2 ** 63  # today: -2**63
+
+
+def test_resumed_run_total_is_the_same_on_every_rank(ranks):
+    r0, r1 = _scenario(ranks, "resume")
+    per_step = (GUARD_BATCH[0] + GUARD_BATCH[1]) * PER_SAMPLE
+    assert r0["steps"] == r1["steps"] == 4
+    assert r0["total"] == 4 * per_step     # 2 steps from the ledger, 2 run again after the restart
+    assert r1["total"] == 4 * per_step     # today: 2 * per_step
+
+
+def _nccl_worker(rank, port, tmp):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", timeout=timedelta(seconds=30))
+    from auditor.tracking import ComputeAudit
+
+    out = {}
+    try:
+        layer = torch.nn.Linear(8, 8, device="cuda")
+        with ComputeAudit(None, layer, flush_every_steps=1) as run:
+            layer(torch.randn(4, 8, device="cuda")).sum().backward()
+        out["total"] = run.total_flops
+    except Exception as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        dist.destroy_process_group()
+        Path(tmp, f"rank{rank}.json").write_text(json.dumps({"nccl": out}))
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.device_count() >= 2 and dist.is_available()
+                         and dist.is_nccl_available()), reason="needs two CUDA devices and NCCL")
+def test_nccl_process_group(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_nccl_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text())["nccl"] for r in range(WORLD)]
+    assert all("error" not in r for r in results), results
+    assert results[0]["total"] == results[1]["total"] == 2 * 2 * (4 * 8 * 8) * 2

@@ -1,0 +1,172 @@
+"""transformers.Trainer with AuditCallback: exact totals under gradient accumulation, eval apart."""
+import pytest
+import torch
+
+pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
+from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+
+from auditor.counting import count_step  # noqa: E402
+from auditor.integrations.huggingface import AuditCallback  # noqa: E402
+
+D, LAYERS, VOCAB, SEQ, BATCH = 32, 2, 64, 16, 2
+MAX_STEPS, ACCUMULATE = 4, 2
+EVAL_SAMPLES, EVAL_BATCH = 4, 2      # 2 eval batches each evaluation, at steps 2 and 4
+
+
+class Tokens(torch.utils.data.Dataset):
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(0, VOCAB, (n, SEQ), generator=g)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def tiny_gpt2():
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_embd=D, n_layer=LAYERS, n_head=4, vocab_size=VOCAB, n_positions=SEQ))
+
+
+def forward_closed_form(tokens_per_sequence, sequences):
+    """GPT-2 matmul FLOPs of one forward: 2 x 12 d^2 per layer per token (qkv, out, 4d MLP),
+    2 d V per token (the tied head), and per layer 2 x 2 s^2 d per sequence (QK^T, AV)."""
+    t = tokens_per_sequence * sequences
+    return 2 * t * 12 * D * D * LAYERS + 2 * t * D * VOCAB + LAYERS * sequences * 2 * 2 * SEQ * SEQ * D
+
+
+class StepOrder(TrainerCallback):
+    """Records when evaluation ran relative to the audit's step count."""
+
+    def __init__(self, audit_cb):
+        self.audit_cb, self.evals = audit_cb, []
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.evals.append((state.global_step, self.audit_cb.audit.steps, self.audit_cb.audit.eval_flops))
+
+
+def test_trainer_total_is_exact_with_accumulation_and_eval_apart(tmp_path):
+    model = tiny_gpt2()
+    cb = AuditCallback()
+    order = StepOrder(cb)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=MAX_STEPS, per_device_train_batch_size=BATCH,
+                             gradient_accumulation_steps=ACCUMULATE, per_device_eval_batch_size=EVAL_BATCH,
+                             report_to=[], logging_steps=1, save_strategy="no", use_cpu=True,
+                             eval_strategy="steps", eval_steps=2, disable_tqdm=True, seed=0)
+    trainer = Trainer(model=model, args=args, train_dataset=Tokens(64, 1), eval_dataset=Tokens(EVAL_SAMPLES, 2),
+                      callbacks=[cb, order])
+    trainer.train()
+    run = cb.audit
+
+    micro_batches = MAX_STEPS * ACCUMULATE
+    eval_batches = 2 * EVAL_SAMPLES // EVAL_BATCH
+    # Independent count: one micro-batch of the same shapes through the counting engine.
+    ids = torch.zeros(BATCH, SEQ, dtype=torch.long)
+    one_step = count_step(tiny_gpt2(), {"input_ids": ids, "labels": ids})
+    one_eval = count_step(tiny_gpt2().eval(), {"input_ids": ids, "labels": ids}, backward=False)
+    assert run.total_flops == micro_batches * one_step.total
+    assert run.eval_flops == eval_batches * one_eval.forward
+    # Closed form: matmuls only, backward twice the forward.
+    assert run.total_flops == 3 * micro_batches * forward_closed_form(SEQ, BATCH)
+    assert run.eval_flops == eval_batches * forward_closed_form(SEQ, EVAL_BATCH)
+    assert run.steps == MAX_STEPS == trainer.state.global_step
+    assert run.recompute_flops == 0
+    # Evaluation ran after steps 2 and 4 and only it added eval FLOPs.
+    per_eval = (EVAL_SAMPLES // EVAL_BATCH) * forward_closed_form(SEQ, EVAL_BATCH)
+    assert order.evals == [(2, 2, per_eval), (4, 4, 2 * per_eval)]
+    # The hooks are gone after training.
+    assert not model._forward_pre_hooks and not model._forward_hooks
+
+    logged = [h for h in trainer.state.log_history if "compute_flops" in h]
+    assert logged and logged[-1]["compute_flops"] == run.total_flops
+    step_logs = [h for h in logged if "loss" in h]
+    per_step = 3 * ACCUMULATE * forward_closed_form(SEQ, BATCH)
+    assert [h["compute_flops"] for h in step_logs] == [per_step * s for s in range(1, MAX_STEPS + 1)]
+    eval_logs = [h for h in logged if "eval_loss" in h]
+    assert [h["compute_eval_flops"] for h in eval_logs] == [per_eval, 2 * per_eval]
+
+
+def test_evaluate_alone_is_not_training(tmp_path):
+    """trainer.evaluate() outside train() is not audited; train() after it counts from zero."""
+    cb = AuditCallback()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=BATCH,
+                             per_device_eval_batch_size=EVAL_BATCH, report_to=[], save_strategy="no",
+                             use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens(8, 1), eval_dataset=Tokens(2, 2),
+                      callbacks=[cb])
+    trainer.evaluate()
+    assert cb.audit is None
+    trainer.train()
+    assert cb.audit.total_flops == 3 * forward_closed_form(SEQ, BATCH) and cb.audit.eval_flops == 0
+
+
+def test_steps_without_a_forward_of_the_watched_model_warn():
+    """The model the callback was handed never ran (say it was replaced): a zero total is flagged."""
+    from transformers import TrainerControl, TrainerState
+
+    cb, state, control = AuditCallback(), TrainerState(), TrainerControl()
+    cb.on_train_begin(None, state, control, model=torch.nn.Linear(2, 2))
+    cb.on_pre_optimizer_step(None, state, control)
+    cb.on_optimizer_step(None, state, control)
+    with pytest.warns(UserWarning, match="no forward pass of the watched model"):
+        cb.on_train_end(None, state, control)
+    assert cb.audit.steps == 1 and cb.audit.total_flops == 0
+
+
+def test_on_exceed_is_checked_when_made():
+    with pytest.raises(ValueError, match="on_exceed"):
+        AuditCallback(on_exceed="explode")
+
+
+DDP_SCRIPT = """
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+sys.path.insert(0, {tests!r})
+import torch.distributed as dist
+from transformers import Trainer, TrainingArguments
+from test_integration_hf import Tokens, tiny_gpt2
+from auditor.integrations.huggingface import AuditCallback
+
+cb = AuditCallback(flush_every_steps=2)
+args = TrainingArguments(output_dir={out!r}, max_steps=3, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                         per_device_eval_batch_size=2, report_to=[], logging_steps=1, save_strategy="no", use_cpu=True,
+                         eval_strategy="steps", eval_steps=2, disable_tqdm=True, ddp_backend="gloo")
+Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens(64, 1), eval_dataset=Tokens(4, 2), callbacks=[cb]).train()
+a = cb.audit
+with open({out!r} + f"/rank{{dist.get_rank()}}.json", "w") as fh:
+    json.dump({{"world": dist.get_world_size(), "total": a.total_flops, "eval": a.eval_flops, "steps": a.steps}}, fh)
+# Tear gloo down explicitly: left to interpreter exit, its threads sometimes abort the process
+# ("terminate called without an active exception").
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_trainer_under_torchrun_two_ranks_sum(tmp_path):
+    """torchrun, 2 CPU processes (gloo DDP): each rank's callback ends with the run's totals."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is not available")
+    script = tmp_path / "train.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port), str(script)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    # 2 ranks x 3 steps x 2 micro-batches, each 3 forwards; an evaluation at step 2 and at the
+    # end, one batch a rank each (the 4 eval samples are split between the ranks).
+    for r in ranks:
+        assert r["world"] == 2 and r["steps"] == 3
+        assert r["total"] == 2 * 3 * ACCUMULATE * 3 * forward_closed_form(SEQ, BATCH)
+        assert r["eval"] == 2 * 2 * forward_closed_form(SEQ, EVAL_BATCH)

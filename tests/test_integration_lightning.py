@@ -1,0 +1,123 @@
+"""Lightning with AuditCallback: exact totals (closed form), validation in eval, both optimization modes."""
+import warnings
+
+import pytest
+import torch
+
+pl = pytest.importorskip("lightning.pytorch")
+from auditor.integrations.lightning import AuditCallback  # noqa: E402
+
+IN, HIDDEN, OUT = 16, 32, 4
+TRAIN_SIZES = [8, 8, 8, 8, 4]        # limit_train_batches=5 over 36 samples: a short last batch
+VAL_BATCHES, VAL_BATCH = 2, 8
+
+
+def forward_per_sample():
+    return 2 * IN * HIDDEN + 2 * HIDDEN * OUT
+
+
+def train_per_sample():
+    # Backward is twice the forward, less the first layer's input gradient (the data needs none).
+    return 3 * forward_per_sample() - 2 * IN * HIDDEN
+
+
+class TwoLayers(pl.LightningModule):
+    def __init__(self, call_self=False):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, OUT))
+        self.call_self = call_self
+
+    def forward(self, x):
+        return self.net(x)
+
+    def _loss(self, batch):
+        x, y = batch
+        out = self(x) if self.call_self else self.net(x)
+        return torch.nn.functional.mse_loss(out, y)
+
+    def training_step(self, batch, batch_idx):
+        return self._loss(batch)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self._loss(batch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class ManualTwoLayers(TwoLayers):
+    def __init__(self):
+        super().__init__(call_self=True)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        loss = self._loss(batch)
+        self.manual_backward(loss)
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+
+def loaders():
+    g = torch.Generator().manual_seed(0)
+    train = torch.utils.data.TensorDataset(torch.randn(36, IN, generator=g), torch.randn(36, OUT, generator=g))
+    val = torch.utils.data.TensorDataset(torch.randn(32, IN, generator=g), torch.randn(32, OUT, generator=g))
+    return (torch.utils.data.DataLoader(train, batch_size=8),
+            torch.utils.data.DataLoader(val, batch_size=VAL_BATCH))
+
+
+def fit(module, cb, **trainer_options):
+    torch.manual_seed(0)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=VAL_BATCHES, accelerator="cpu",
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[cb], **trainer_options)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(num_workers|bottleneck|LightningModule.log).*")
+        trainer.fit(module, *loaders())
+    return trainer
+
+
+# The sanity check (2 batches) and the end-of-epoch validation (2 batches): all evaluation.
+VAL_FLOPS = 2 * VAL_BATCHES * VAL_BATCH * forward_per_sample()
+
+
+@pytest.mark.parametrize("call_self", [False, True], ids=["step-calls-submodule", "step-calls-self"])
+def test_fit_total_is_exact_and_validation_is_eval(call_self):
+    module = TwoLayers(call_self)
+    cb = AuditCallback()
+    trainer = fit(module, cb)
+    run = cb.audit
+    assert run.total_flops == sum(TRAIN_SIZES) * train_per_sample()
+    assert run.eval_flops == VAL_FLOPS
+    assert run.steps == len(TRAIN_SIZES) == trainer.global_step
+    assert run.counted_signatures == 3  # train batches of 8 and of 4, validation (no grad): once each
+    # Everything is put back: no hooks, no routed step methods.
+    assert "training_step" not in module.__dict__ and "validation_step" not in module.__dict__
+    assert not module._forward_pre_hooks and not module._forward_hooks
+
+
+def test_gradient_accumulation_is_exact():
+    cb = AuditCallback()
+    trainer = fit(TwoLayers(), cb, accumulate_grad_batches=2)
+    assert cb.audit.total_flops == sum(TRAIN_SIZES) * train_per_sample()
+    assert cb.audit.steps == 3 == trainer.global_step  # batches 2, 4 and the epoch's last
+
+
+def test_manual_optimization_is_exact():
+    cb = AuditCallback()
+    trainer = fit(ManualTwoLayers(), cb)
+    assert cb.audit.total_flops == sum(TRAIN_SIZES) * train_per_sample()
+    assert cb.audit.eval_flops == VAL_FLOPS
+    assert cb.audit.steps == len(TRAIN_SIZES) == trainer.global_step
+
+
+def test_import_auditor_does_not_import_lightning():
+    import subprocess
+    import sys
+
+    code = ("import sys, auditor, auditor.integrations, auditor.integrations.huggingface; "
+            "from auditor import ComputeAudit; "
+            "print(any(m == 'lightning' or m.startswith(('lightning.', 'pytorch_lightning')) for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
