@@ -160,3 +160,25 @@ def test_on_exceed_must_be_known():
     with pytest.raises(ValueError, match="on_exceed"):
         ComputeAudit(on_exceed="explode")
     assert tracking.ComputeAudit is ComputeAudit
+
+
+def test_run_dir_ledger_dossier_and_verify_catching_a_changed_byte(tmp_path):
+    from click.testing import CliRunner
+
+    from auditor.cli import main
+
+    model, opt = mlp()
+    with ComputeAudit(tmp_path / "run", model, opt, flush_every_steps=1) as run:
+        mlp_loop(model, opt)
+    assert (tmp_path / "run" / "dossier.json").is_file()
+    ok = CliRunner().invoke(main, ["verify", str(tmp_path / "run")])
+    assert ok.exit_code == 0 and f"total {run.total_flops:,} FLOPs" in ok.output
+    ledger = tmp_path / "run" / "ledger.jsonl"
+    raw = ledger.read_bytes()
+    at = raw.index(b'"flops":') + len(b'"flops":')  # a digit of the second record's interval FLOPs
+    at = raw.index(b'"flops":', at) + len(b'"flops":')
+    changed = bytearray(raw)
+    changed[at] = ord("9") if raw[at] != ord("9") else ord("8")
+    ledger.write_bytes(bytes(changed))
+    bad = CliRunner().invoke(main, ["verify", str(tmp_path / "run")])
+    assert bad.exit_code == 1 and "record seq 1" in bad.output
