@@ -122,15 +122,14 @@ class _Section(BaseModel):
             return data
         if not isinstance(data, dict):
             raise ValueError(f"got {short(data)}; expected {cls._what}")
-        allowed = list(cls.model_fields)
+        keys = {(info.alias or name): name for name, info in cls.model_fields.items()}  # as written in YAML
         for key in data:
-            if not isinstance(key, str) or key not in allowed:
-                raise _FieldError(f"unknown key; expected one of {', '.join(allowed)}{suggest(str(key), allowed)}",
-                                  str(key))
+            if not isinstance(key, str) or key not in keys:
+                raise _FieldError(f"unknown key; expected one of {', '.join(keys)}{suggest(str(key), keys)}", str(key))
         data = {k: v for k, v in data.items() if v is not None}
-        for name, info in cls.model_fields.items():
-            if info.is_required() and name not in data:
-                raise _FieldError(f"missing; expected {info.description}", name)
+        for key, name in keys.items():
+            if cls.model_fields[name].is_required() and key not in data:
+                raise _FieldError(f"missing; expected {cls.model_fields[name].description}", key)
         return cls._check(data)
 
     _check = classmethod(lambda cls, data: data)      # sections override it for checks across keys

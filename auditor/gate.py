@@ -5,7 +5,6 @@ when a blocking rule is crossed or at risk for any config, else 0.
 """
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Union
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError,
+from pydantic import (BeforeValidator, Field, PrivateAttr, TypeAdapter, ValidationError,
                       WithJsonSchema, model_validator)
 
-from .config import _NUMBER_JSON, MODALITIES, _FieldError, _problems, _UniqueKeyLoader
+from .config import _NUMBER_JSON, MODALITIES, _FieldError, _problems, _Section, _UniqueKeyLoader
 from .numbers import join_words, positive_count, positive_number, printable_text, short, suggest
 
 COMPARISONS = (">", ">=")
@@ -127,27 +127,8 @@ Ratio = Annotated[Fraction, BeforeValidator(_ratio), WithJsonSchema({"type": ["n
 
 # ----- sections
 
-class _Mapping(BaseModel):
-    """A mapping with known keys: null values dropped, unknown keys and missing required ones named."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _what: ClassVar[str] = "a mapping"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mapping(cls, data: Any) -> Any:
-        if isinstance(data, BaseModel):
-            return data
-        if not isinstance(data, dict):
-            raise ValueError(f"got {short(data)}; expected {cls._what}")
-        keys = {(info.alias or name): name for name, info in cls.model_fields.items()}
-        for key in data:
-            if not isinstance(key, str) or key not in keys:
-                raise _FieldError(f"unknown key; expected one of {', '.join(keys)}{suggest(str(key), keys)}", str(key))
-        data = {k: v for k, v in data.items() if v is not None}
-        for key, name in keys.items():
-            if cls.model_fields[name].is_required() and key not in data:
-                raise _FieldError(f"missing; expected {cls.model_fields[name].description}", key)
-        return data
+# The same section base as run configs: unknown keys, missing ones and nulls handled alike.
+_Mapping = _Section
 
 
 class Citation(_Mapping):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path

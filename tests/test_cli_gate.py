@@ -286,7 +286,7 @@ def test_github_annotations_point_at_the_tokens_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     big = write(Path("team,a"), "big:1.yaml", CONFIGS["big"])         # ',' and ':' in the path
     risky = write(Path("team,a"), "risky.yaml")
-    broken = write(Path("team,a"), "broken.yaml")
+    write(Path("team,a"), "broken.yaml")  # bad input beside the others
     tiny = write(Path("team,a"), "tiny.yaml")
     result = invoke("gate", "team,a", "--as-of", AS_OF, "--github")
     assert result.exit_code == 2

@@ -7,7 +7,6 @@ crashed ledger verifies (a torn tail allowed, set aside on resume), restarts it 
 and checks that the finished run's total is exactly an uninterrupted run's, each step counted once.
 """
 import json
-import os
 import random
 import signal
 import subprocess

@@ -1,6 +1,5 @@
 """Regression tests for bugs of auditor/tracking.py found while building the framework
 integrations (watch() leaving the optimizer unset, so every backward ended a step)."""
-import pytest
 import torch
 
 from auditor.tracking import ComputeAudit

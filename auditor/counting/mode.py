@@ -8,7 +8,6 @@ charged at their routed (top-k) share, the rest kept apart as executed hardware 
 """
 from __future__ import annotations
 
-from collections import Counter
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
