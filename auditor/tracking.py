@@ -151,6 +151,10 @@ class ComputeAudit:
     def __exit__(self, exc_type, *exc) -> None:
         self.stop(failed=exc_type is not None)
 
+    @property
+    def running(self) -> bool:
+        return self._started
+
     def checkpoint(self) -> None:
         """Call when the training loop saves a checkpoint: the ledger records every step up to
         here and is fsynced, so a run resumed from this checkpoint neither loses nor repeats

@@ -86,6 +86,12 @@ class AuditCallback(TrainerCallback):
             history.update(values)
         logs.update(values)
 
+    def on_save(self, args, state, control, **kwargs):
+        # The Trainer calls this just after writing a checkpoint: the ledger records and fsyncs
+        # every step up to it, so a run resumed from it neither loses nor repeats compute.
+        if self._running:
+            self.audit.checkpoint()
+
     def on_train_end(self, args, state, control, **kwargs):
         if self._running:
             warn_if_nothing_seen(self.audit, self._steps_at_start, "AuditCallback")

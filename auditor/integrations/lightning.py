@@ -105,6 +105,11 @@ class AuditCallback(Callback):
         self.audit.start()
         self._steps_at_start = self.audit.steps
 
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # Before the checkpoint is written: the ledger records and fsyncs every step up to it.
+        if self.audit is not None and self.audit.running:
+            self.audit.checkpoint()
+
     def on_fit_end(self, trainer, pl_module) -> None:
         self._finish()
 
@@ -118,7 +123,7 @@ class AuditCallback(Callback):
             else:
                 module.__dict__[name] = previous
         self._restore.clear()
-        if self.audit is not None and self.audit._started:
+        if self.audit is not None and self.audit.running:
             if self._stepped:  # the last optimizer step's batch never ended
                 self._end_step()
             warn_if_nothing_seen(self.audit, self._steps_at_start, "AuditCallback")
