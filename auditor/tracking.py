@@ -26,6 +26,7 @@ from torch.utils._pytree import tree_flatten
 from .counting.mode import CountingMode, module_paths
 from .counting.moe import dense_expert_modules
 from .estimate import Estimate
+from .ranks import rank, sum_across_ranks, world_size
 
 
 class ComputeBudgetExceeded(RuntimeError):
@@ -99,7 +100,7 @@ class ComputeAudit:
         if self._started:
             return self
         self._started = True
-        self._world = _world_size()
+        self._world = world_size()
         if self._rule_ids:
             from .rules import load_rules
             self.rules = load_rules(self._rule_ids)
@@ -107,7 +108,7 @@ class ComputeAudit:
             from .ledger import Ledger
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.steps = self.resume_step or 0
-            if _rank() != 0:
+            if rank() != 0:
                 pass  # rank 0 writes the ledger; the others send their counts to it
             elif self.resume_step is not None:
                 # Always through resume: a missing ledger with resume_step > 0 is an error, not a
@@ -119,7 +120,7 @@ class ComputeAudit:
                 self._ledger = Ledger(self.run_dir, flush_every_steps=self.flush_every_steps,
                                       flush_every_seconds=self.flush_every_seconds)
         if self._world > 1 and self.run_dir is not None and self.resume_step is not None:
-            self.base_flops = _sum_across_ranks([self.base_flops])[0]  # only rank 0 read the ledger
+            self.base_flops = sum_across_ranks([self.base_flops])[0]  # only rank 0 read the ledger
         if self._model is not None:
             self.watch(self._model, self._optimizer)
         return self
@@ -141,7 +142,7 @@ class ComputeAudit:
             return
         self._write_interval()  # the last interval (collective across ranks)
         self._reduce_across_ranks()
-        if self._ledger is not None and _rank() == 0:
+        if self._ledger is not None and rank() == 0:
             self._ledger.close(self.steps)
             self._write_dossier()
 
@@ -282,10 +283,10 @@ class ComputeAudit:
         recompute_delta, self._written_recompute = self.recompute_flops - self._written_recompute, self.recompute_flops
         ranks = self._world
         if ranks > 1:
-            flops, eval_delta, recompute_delta = _sum_across_ranks([flops, eval_delta, recompute_delta])
+            flops, eval_delta, recompute_delta = sum_across_ranks([flops, eval_delta, recompute_delta])
             self._reduced_flops += flops
             self._guard_shared(flops)
-            if _rank() != 0:
+            if rank() != 0:
                 return
         if self._ledger is not None and (flops or eval_delta or recompute_delta):
             self._ledger.append(self.steps, flops, eval_flops=eval_delta, recompute_flops=recompute_delta,
@@ -313,7 +314,7 @@ class ComputeAudit:
         """At the end: every rank's counts summed (torch.distributed); each rank holds the run's totals."""
         if self._world == 1:
             return
-        self.eval_flops, self.recompute_flops = _sum_across_ranks([self.eval_flops, self.recompute_flops])
+        self.eval_flops, self.recompute_flops = sum_across_ranks([self.eval_flops, self.recompute_flops])
         self.train_flops = self._reduced_flops
 
     def _guard_shared(self, interval: int) -> None:
@@ -376,42 +377,6 @@ def _grad_outputs(output: Any) -> list[torch.Tensor]:
     if values is None or not all(v is None or type(v) is torch.Tensor or isinstance(v, (tuple, list)) for v in values):
         values, _ = tree_flatten(output)
     return [t for t in values if type(t) is torch.Tensor and t.requires_grad]
-
-
-_LIMB = 31  # bits: int64 sums of 31-bit limbs cannot overflow below 2**32 ranks
-
-
-def _sum_across_ranks(values: list[int]) -> list[int]:
-    """Exact all-rank sums of Python ints: int64 wraps at 9.2e18, far below the 1e25 a run can reach.
-
-    Each value travels as 31-bit limbs in an int64 tensor on the device the process group's
-    backend serves (NCCL: the current accelerator; gloo: the CPU)."""
-    import torch.distributed as dist
-
-    limbs = 4  # 124 bits
-    for v in values:
-        if v < 0 or v >= 1 << (_LIMB * limbs):
-            raise ValueError(f"cannot reduce {v}: out of range")
-    flat = [(v >> (_LIMB * i)) & ((1 << _LIMB) - 1) for v in values for i in range(limbs)]
-    device = "cpu"
-    if "nccl" in str(dist.get_backend()).lower() and torch.cuda.is_available():
-        device = torch.device("cuda", torch.cuda.current_device())
-    t = torch.tensor(flat, dtype=torch.int64, device=device)
-    dist.all_reduce(t)
-    sums = [int(x) for x in t.cpu().tolist()]
-    return [sum(sums[j * limbs + i] << (_LIMB * i) for i in range(limbs)) for j in range(len(values))]
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def audit(run_dir: str | Path | None = None, *, model: torch.nn.Module | None = None,
