@@ -170,3 +170,27 @@ def test_trainer_under_torchrun_two_ranks_sum(tmp_path):
         assert r["world"] == 2 and r["steps"] == 3
         assert r["total"] == 2 * 3 * ACCUMULATE * 3 * forward_closed_form(SEQ, BATCH)
         assert r["eval"] == 2 * 2 * forward_closed_form(SEQ, EVAL_BATCH)
+
+
+class LedgerAtSave(TrainerCallback):
+    """After the audit's on_save, reads the ledger from disk: it must already hold that step."""
+
+    def __init__(self, run_dir):
+        self.run_dir, self.seen = run_dir, []
+
+    def on_save(self, args, state, control, **kwargs):
+        from auditor.ledger import read_ledger
+
+        self.seen.append((state.global_step, read_ledger(self.run_dir).step))
+
+
+def test_checkpoint_saves_find_the_ledger_at_their_step(tmp_path):
+    run_dir = tmp_path / "run"
+    cb = AuditCallback(run_dir=run_dir)  # default cadence: records would otherwise wait 100 steps
+    at_save = LedgerAtSave(run_dir)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=BATCH,
+                             report_to=[], save_strategy="steps", save_steps=2, use_cpu=True, disable_tqdm=True,
+                             seed=0)
+    Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens(64, 1), callbacks=[cb, at_save]).train()
+    assert at_save.seen == [(2, 2), (4, 4)]
+    assert cb.audit.total_flops == 4 * 3 * forward_closed_form(SEQ, BATCH)
