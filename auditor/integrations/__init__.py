@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["StepSignal"]
+__all__ = ["StepSignal", "AuditOptions"]
 
 
 class StepSignal:
@@ -57,6 +57,16 @@ def check_on_exceed(on_exceed: str) -> None:
     """Fail when the callback is made, not when training starts."""
     if on_exceed not in ("warn", "stop"):
         raise ValueError(f"on_exceed must be 'warn' or 'stop', got {on_exceed!r}")
+
+
+class AuditOptions:
+    """What both callbacks take and keep: the ComputeAudit's settings, the audit, its step signal."""
+
+    def __init__(self, run_dir=None, rules: list[str] | None = None, on_exceed: str = "warn", **options):
+        check_on_exceed(on_exceed)
+        self.run_dir, self.rules, self.on_exceed, self.options = run_dir, rules, on_exceed, options
+        self.audit = None            # the ComputeAudit of the latest run (None before the first)
+        self._signal: StepSignal | None = None
 
 
 def warn_if_nothing_seen(audit, steps_at_start: int, where: str) -> None:

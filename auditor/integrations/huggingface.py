@@ -2,7 +2,7 @@
 
     from auditor.integrations.huggingface import AuditCallback
 
-    audit = AuditCallback(run_dir="runs/exp1", rules=["eu-gpai-systemic"])
+    audit = AuditCallback(run_dir="runs/exp1", rules=["eu-ai-act"])
     trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[audit])
     trainer.train()
     audit.audit.total_flops        # forward + backward, every micro-batch, every rank
@@ -23,14 +23,14 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..tracking import ComputeAudit
-from . import StepSignal, check_on_exceed, warn_if_nothing_seen
+from . import AuditOptions, StepSignal, warn_if_nothing_seen
 
 __all__ = ["AuditCallback"]
 
 LOG_KEYS = ("compute_flops", "compute_eval_flops")
 
 
-class AuditCallback(TrainerCallback):
+class AuditCallback(AuditOptions, TrainerCallback):
     """Runs a ``ComputeAudit`` from ``on_train_begin`` to ``on_train_end``.
 
     ``run_dir``, ``rules``, ``on_exceed`` and ``**options`` (``flush_every_steps``,
@@ -43,10 +43,7 @@ class AuditCallback(TrainerCallback):
 
     def __init__(self, run_dir: str | Path | None = None, rules: list[str] | None = None,
                  on_exceed: str = "warn", **options: Any):
-        check_on_exceed(on_exceed)
-        self.run_dir, self.rules, self.on_exceed, self.options = run_dir, rules, on_exceed, options
-        self.audit: ComputeAudit | None = None
-        self._signal: StepSignal | None = None
+        AuditOptions.__init__(self, run_dir, rules, on_exceed, **options)
         self._steps_at_start = 0
 
     @property

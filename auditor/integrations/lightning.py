@@ -2,7 +2,7 @@
 
     from auditor.integrations.lightning import AuditCallback
 
-    audit = AuditCallback(run_dir="runs/exp1", rules=["eu-gpai-systemic"])
+    audit = AuditCallback(run_dir="runs/exp1", rules=["eu-ai-act"])
     trainer = lightning.pytorch.Trainer(..., callbacks=[audit])
     trainer.fit(module, datamodule)
     audit.audit.total_flops
@@ -34,7 +34,7 @@ except ImportError:  # the older package name
     from pytorch_lightning import Callback
 
 from ..tracking import ComputeAudit
-from . import StepSignal, check_on_exceed, warn_if_nothing_seen
+from . import AuditOptions, StepSignal, warn_if_nothing_seen
 
 __all__ = ["AuditCallback"]
 
@@ -68,7 +68,7 @@ class _StepModule(torch.nn.Module):
         return out
 
 
-class AuditCallback(Callback):
+class AuditCallback(AuditOptions, Callback):
     """Runs a ``ComputeAudit`` from ``on_fit_start`` to ``on_fit_end`` (or ``on_exception``).
 
     ``run_dir``, ``rules``, ``on_exceed`` and ``**options`` (``flush_every_steps``,
@@ -81,10 +81,7 @@ class AuditCallback(Callback):
 
     def __init__(self, run_dir: str | Path | None = None, rules: list[str] | None = None,
                  on_exceed: str = "warn", **options: Any):
-        check_on_exceed(on_exceed)
-        self.run_dir, self.rules, self.on_exceed, self.options = run_dir, rules, on_exceed, options
-        self.audit: ComputeAudit | None = None
-        self._signal: StepSignal | None = None
+        AuditOptions.__init__(self, run_dir, rules, on_exceed, **options)
         self._restore: list[tuple[torch.nn.Module, str, Any]] = []
         self._stepped = False
         self._manual = False
