@@ -116,7 +116,9 @@ def preflight(config: Path, fmt: str, html_path: Path | None, rules: tuple[str, 
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(dossier_html(dossier.build(data, run=data["run"], config_path=config)))
         click.echo(f"dossier: {html_path}", err=True)
-    sys.exit(1 if any(v["blocking"] and v["status"] in ("crossed", "at_risk") for v in data["verdicts"]) else 0)
+    from .rules import fails_gate
+
+    sys.exit(1 if any(fails_gate(v) for v in data["verdicts"]) else 0)
 
 
 def preflight_dict(config: Path, rules=(), as_of=None, *, quiet: bool = False) -> dict:

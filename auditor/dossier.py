@@ -13,9 +13,10 @@ import json
 import os
 import tempfile
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .resources import installed_version
 
 SCHEMA_VERSION = "1"
 DOSSIER_NAME = "dossier.json"
@@ -37,13 +38,6 @@ def digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical({k: v for k, v in data.items() if k != "seal"})).hexdigest()
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
-
-
 def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str | Path | None = None,
           tracked: dict[str, Any] | None = None, created: datetime | None = None) -> dict[str, Any]:
     """A sealed dossier from a preflight's dict and/or a tracked run's summary."""
@@ -53,7 +47,8 @@ def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str
         "schema_version": SCHEMA_VERSION,
         "run": run,
         "created": (created or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
-        "tool": {"auditor": __version__, "torch": _version("torch"), "transformers": _version("transformers")},
+        "tool": {"auditor": __version__, "torch": installed_version("torch"),
+                 "transformers": installed_version("transformers")},
         "kind": "tracked" if tracked else "preflight",
     }
     if config_path is not None:

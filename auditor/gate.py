@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BLOCKING_STATUSES = ("crossed", "at_risk")
+from .rules import GATE_FAILING, fails_gate
 
 
 @dataclass
@@ -25,7 +25,7 @@ class GateResult:
 
     @property
     def failing(self) -> list[dict[str, Any]]:
-        return [v for v in self.verdicts if v["blocking"] and v["status"] in BLOCKING_STATUSES]
+        return [v for v in self.verdicts if fails_gate(v)]
 
 
 @dataclass
@@ -100,7 +100,7 @@ def github_annotations(gate: Gate) -> list[str]:
             continue
         line = field_line(r.path)
         for v in r.verdicts:
-            if v["status"] not in BLOCKING_STATUSES:
+            if v["status"] not in GATE_FAILING:
                 continue
             level = "error" if v["blocking"] else "warning"
             title = f"auditor: {v['rule']} {v['status']}"
@@ -131,10 +131,10 @@ def junit_xml(gate: Gate) -> bytes:
             if v["status"] == "not_in_force":
                 ET.SubElement(case, "skipped", message=text)
                 counts["skipped"] += 1
-            elif v["status"] in BLOCKING_STATUSES and v["blocking"]:
+            elif fails_gate(v):
                 ET.SubElement(case, "failure", message=text, type=v["status"]).text = text
                 counts["failures"] += 1
-            elif v["status"] in BLOCKING_STATUSES:
+            elif v["status"] in GATE_FAILING:
                 ET.SubElement(case, "system-out").text = f"non-blocking: {text}"
     for key, value in counts.items():
         suite.set(key, str(value))

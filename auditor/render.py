@@ -40,6 +40,15 @@ def next_deadline(verdict: dict[str, Any]) -> str:
     return f"{due[0][1]} by {due[0][0]}" if due else "-"
 
 
+def verdict_table(verdicts: list[dict[str, Any]], *, deadlines: bool) -> str:
+    """The plain-text rules table of preflight and dossier text output."""
+    headers = ["rule", "status", "threshold", "margin", "blocking"] + (["next deadline"] if deadlines else [])
+    return table(headers, [
+        [v["rule"], v["status"].replace("_", " "), f"{v['comparison']} {sci(v['threshold_flops'])}",
+         f"{v['margin']:.2f}", "yes" if v["blocking"] else "no"] + ([next_deadline(v)] if deadlines else [])
+        for v in verdicts])
+
+
 def preflight_markdown_filters(env) -> None:
     env.filters.update(sci=sci, cell=md_cell, two=two_significant)
     env.globals.update(next_deadline=next_deadline)
@@ -72,9 +81,7 @@ def preflight_text(data: dict[str, Any]) -> str:
                      f"({counted['flops_per_token'] / six_n:.3f}x; attention and the context make the difference)")
     if data.get("verdicts"):
         lines.append(f"\nrules, as of {data.get('as_of')}:")
-        lines.append(table(["rule", "status", "threshold", "margin", "blocking", "next deadline"], [
-            [v["rule"], v["status"].replace("_", " "), f"{v['comparison']} {sci(v['threshold_flops'])}",
-             f"{v['margin']:.2f}", "yes" if v["blocking"] else "no", next_deadline(v)] for v in data["verdicts"]]))
+        lines.append(verdict_table(data["verdicts"], deadlines=True))
         for v in data["verdicts"]:
             if v["status"] in ("crossed", "at_risk"):
                 lines.append(f"  {v['rule']}: {v['reason']}")
@@ -153,8 +160,6 @@ def dossier_text(d: dict[str, Any]) -> str:
     summary = dossier_summary(d)
     lines = [f"{d['run']}: {two_significant(d['total_flops'])} FLOP (range {two_significant(d['low'])} to "
              f"{two_significant(d['high'])}); {summary['text']}"]
-    lines.append(table(["rule", "status", "threshold", "margin", "blocking"], [
-        [v["rule"], v["status"].replace("_", " "), f"{v['comparison']} {sci(v['threshold_flops'])}",
-         f"{v['margin']:.2f}", "yes" if v["blocking"] else "no"] for v in d.get("verdicts", [])]))
+    lines.append(verdict_table(d.get("verdicts", []), deadlines=False))
     lines.append(f"seal {d['seal']['digest']}")
     return "\n".join(lines)

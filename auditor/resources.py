@@ -2,6 +2,7 @@
 them at auditor/templates and auditor/thresholds), or at the top of a source checkout."""
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -12,3 +13,11 @@ def resource_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"the {name}/ folder is missing from this installation of auditor")
+
+
+def installed_version(package: str) -> str:
+    """A package's installed version without importing it ("absent" when not installed)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"

@@ -23,6 +23,12 @@ from .resources import resource_dir
 from .rulefile import Rule, RuleError, RuleSet, rule_file_json_schema, validate_rule_file  # noqa: F401
 
 STATUSES = ("crossed", "at_risk", "clear", "not_in_force")
+GATE_FAILING = ("crossed", "at_risk")  # on a blocking rule, these fail a gate (exit 1)
+
+
+def fails_gate(verdict: dict[str, Any]) -> bool:
+    """A verdict's dict (the JSON contract) that fails a gate: a blocking rule crossed or at risk."""
+    return bool(verdict["blocking"]) and verdict["status"] in GATE_FAILING
 WORDS = {">": "strict", ">=": "inclusive"}
 DEVELOPER_WORDS = {"same": "the base model's own developer", "other": "a developer other than the base model's"}
 START_WORDS = {"threshold_known": "knowing the threshold will be met", "threshold_met": "the threshold being met",
@@ -130,7 +136,7 @@ class Verdict:
     @property
     def fails_gate(self) -> bool:
         """A blocking rule crossed or at risk: the gate exits 1."""
-        return self.blocking and self.status in ("crossed", "at_risk")
+        return self.blocking and self.status in GATE_FAILING
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

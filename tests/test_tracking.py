@@ -182,3 +182,18 @@ def test_run_dir_ledger_dossier_and_verify_catching_a_changed_byte(tmp_path):
     ledger.write_bytes(bytes(changed))
     bad = CliRunner().invoke(main, ["verify", str(tmp_path / "run")])
     assert bad.exit_code == 1 and "record seq 1" in bad.output
+
+
+@pytest.mark.parametrize("given_to", ["constructor", "watch"])
+def test_a_step_is_an_optimizer_step_however_the_optimizer_is_given(given_to):
+    """7 backward passes, an optimizer step after every 2nd and the last: 4 steps. (watch() once
+    left the optimizer unset, so every backward ended a step.)"""
+    model, opt = mlp()
+    if given_to == "constructor":
+        with ComputeAudit(model=model, optimizer=opt) as run:
+            mlp_loop(model, opt)
+    else:
+        with ComputeAudit() as run:
+            run.watch(model, opt)
+            mlp_loop(model, opt)
+    assert run.steps == 4

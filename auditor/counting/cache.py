@@ -15,9 +15,10 @@ import hashlib
 import json
 import os
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from ..resources import installed_version
 
 SCHEMA = 1  # bump when what a count means changes (a formula, a convention)
 
@@ -30,18 +31,11 @@ def cache_dir() -> Path | None:
     return Path(base) / "auditor"
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
-
-
 def cache_key(payload: dict[str, Any]) -> str:
     from .. import __version__
 
-    versions = {"schema": SCHEMA, "auditor": __version__, "torch": _version("torch"),
-                "transformers": _version("transformers")}
+    versions = {"schema": SCHEMA, "auditor": __version__, "torch": installed_version("torch"),
+                "transformers": installed_version("transformers")}
     text = json.dumps({"payload": payload, "versions": versions}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
