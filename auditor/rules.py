@@ -264,7 +264,8 @@ def _figures(rule: Rule, run: _Run, assumptions: list[str]) -> tuple[tuple[int, 
     return (run.low + added, run.central + added, run.high + added), threshold, figure, origin
 
 
-def _passes(flops: int, threshold: Fraction, comparison: str) -> bool:
+def passes(flops: int, threshold: int | Fraction, comparison: str) -> bool:
+    """Whether ``flops`` is past ``threshold`` by the rule's own comparison ('>' or '>=')."""
     return flops > threshold if comparison == ">" else flops >= threshold
 
 
@@ -316,8 +317,8 @@ def evaluate_rule(result: Any, rule: Rule, as_of: date | None = None) -> Verdict
     outside = _scope(rule, run, assumptions)
     figures, threshold, figure, origin = _figures(rule, run, assumptions)
     low, _, high = figures
-    would_be = ("crossed" if _passes(low, threshold, rule.comparison) else
-                "at_risk" if _passes(high, threshold, rule.comparison) else "clear")
+    would_be = ("crossed" if passes(low, threshold, rule.comparison) else
+                "at_risk" if passes(high, threshold, rule.comparison) else "clear")
     reason = _reason(would_be, figures, threshold, rule, figure, origin)
     if outside:                      # the figures say nothing about a rule that does not cover the run
         assumptions.clear()
