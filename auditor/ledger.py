@@ -184,10 +184,11 @@ def verify_ledger(path) -> VerifyResult:
                         st.torn is not None, len(st.torn or b""), bad)
 
 
-def verify_run(path, *, out=None, err=None) -> int:
-    """For ``auditor verify`` (``path``: a RUN_DIR or the ledger file): one line on ``out`` and 0 intact,
-    1 tampered or damaged; or one ``error:`` line on ``err`` and 2: missing, unreadable, empty, not a ledger."""
-    out, err, target = out or sys.stdout, err or sys.stderr, ledger_path(path)
+def check_ledger(path) -> tuple[int, str, VerifyResult | None]:
+    """(exit code, one line, result) for ``auditor verify`` (``path``: a RUN_DIR or the ledger file):
+    0 intact or 1 tampered/damaged with the summary; 2 with an ``error:`` line when missing,
+    unreadable, empty or not a ledger."""
+    target = ledger_path(path)
     try:
         if not target.is_file():
             raise ValueError(f"{path} holds no {FILENAME}" if Path(path).is_dir() else f"{path} does not exist")
@@ -197,10 +198,15 @@ def verify_run(path, *, out=None, err=None) -> int:
         if result.bad is None and not result.records:
             raise ValueError(result.summary())
     except (OSError, ValueError) as exc:
-        print(f"error: {f'{target}: {exc.strerror}' if isinstance(exc, OSError) else exc}", file=err)
-        return 2
-    print(result.summary(), file=out)
-    return 0 if result.ok else 1
+        return 2, f"error: {f'{target}: {exc.strerror}' if isinstance(exc, OSError) else exc}", None
+    return (0 if result.ok else 1), result.summary(), result
+
+
+def verify_run(path, *, out=None, err=None) -> int:
+    """check_ledger, printed: the summary on ``out``, or the ``error:`` line on ``err``."""
+    code, line, _ = check_ledger(path)
+    print(line, file=(err or sys.stderr) if code == 2 else (out or sys.stdout))
+    return code
 
 
 def _set_aside(path: Path, kind: str, data: bytes) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import dossier
-from .ledger import FILENAME, verify_ledger
+from .ledger import FILENAME, check_ledger
 
 
 def verify_target(target: Path) -> tuple[int, list[tuple[str, str]]]:
@@ -20,14 +20,11 @@ def verify_target(target: Path) -> tuple[int, list[tuple[str, str]]]:
         return 2, [("err", f"error: {target}: no {FILENAME} or {dossier.DOSSIER_NAME} to verify")]
     lines, code, head = [], 0, None
     if has_ledger:
-        try:
-            result = verify_ledger(ledger_file)
-        except OSError as exc:
-            return 2, [("err", f"error: {ledger_file}: {exc.strerror}")]
-        lines.append(("out", result.summary()))
+        code, line, result = check_ledger(ledger_file)
+        if code == 2:
+            return 2, [("err", line)]
+        lines.append(("out", line))
         head = result.head
-        if not result.ok:
-            code = 1
     if has_dossier:
         try:
             data = dossier.load(dossier_file)
