@@ -316,5 +316,13 @@ def demo(out: Path, steps: int) -> None:
     run_demo(plan, DEMO_RUN, out, steps, echo=click.echo)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script: the command line with its process settings (auditor/startup.py)."""
+    from .startup import tune_for_command_line
+
+    tune_for_command_line()
     main()
+
+
+if __name__ == "__main__":
+    run()
