@@ -206,21 +206,52 @@ def test_counting_leaves_gradients_and_running_stats_alone():
     assert torch.equal(model[1].running_mean, stats)
 
 
-def test_reentrant_checkpoint_recomputation_is_reported_apart():
-    """Activation checkpointing reruns the forward in the backward: hardware work, not training
-    compute. (Non-reentrant checkpointing reruns it outside the dispatch modes: not seen at all.)"""
-    from torch.utils.checkpoint import checkpoint
+@pytest.mark.parametrize("reentrant, early_stop, rerun", [
+    (True, True, {"a.0": 1, "a.2": 1}),
+    # Non-reentrant checkpointing (Hugging Face's default) stops the rerun once every saved
+    # tensor is back: a.2 saves its inputs before its matmul runs, so that matmul is not rerun.
+    (False, True, {"a.0": 1}),
+    (False, False, {"a.0": 1, "a.2": 1}),
+])
+def test_checkpoint_recomputation_is_reported_apart_under_its_own_modules(reentrant, early_stop, rerun):
+    """Activation checkpointing reruns forward work inside the backward: hardware work, kept
+    out of training compute, and charged to the modules that reran it (not to the module whose
+    backward asked for the rerun)."""
+    from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.a, self.b = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+            self.a = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16))
+            self.b = torch.nn.Linear(16, 16)
 
         def forward(self, x):
-            return self.b(checkpoint(self.a, x, use_reentrant=True))
+            return self.b(checkpoint(self.a, x, use_reentrant=reentrant))
 
     x = torch.randn(4, 16, requires_grad=True)
-    r = count_step(Model(), x)
+    with set_checkpoint_early_stop(early_stop):
+        r = count_step(Model(), x)
     layer = 2 * 4 * 16 * 16
-    assert (r.forward, r.backward, r.recompute) == (2 * layer, 4 * layer, layer)
-    assert r.total == 6 * layer and r.hardware_total == 7 * layer
+    assert (r.forward, r.backward) == (3 * layer, 6 * layer)
+    assert {mod: v // layer for (phase, mod, _), v in r.records.items() if phase == "recompute"} == rerun
+    assert r.recompute == sum(rerun.values()) * layer
+    assert r.total == 9 * layer and r.hardware_total == r.total + r.recompute
+
+
+def test_hugging_face_gradient_checkpointing_leaves_training_compute_unchanged():
+    """GPT-2 with gradient checkpointing (non-reentrant): the same training FLOPs; each block's
+    forward is rerun up to its last matmul (MLP c_proj saves its inputs first and stops the rerun)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    d, layers, vocab, s = 32, 3, 50, 16
+    config = GPT2Config(n_embd=d, n_layer=layers, n_head=4, vocab_size=vocab, n_positions=s,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    ids = torch.zeros(2, s, dtype=torch.long)
+    plain = count_step(GPT2LMHeadModel(config), {"input_ids": ids, "labels": ids})
+    model = GPT2LMHeadModel(config)
+    model.gradient_checkpointing_enable()
+    checkpointed = count_step(model, {"input_ids": ids, "labels": ids})
+    assert checkpointed.total == plain.total and plain.recompute == 0
+    t = 2 * s
+    block_until_c_proj = 2 * t * (3 * d * d + d * d + 4 * d * d) + 2 * 2 * 2 * s * s * d  # qkv, out, fc; QK^T, AV
+    assert checkpointed.recompute == layers * block_until_c_proj

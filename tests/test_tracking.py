@@ -87,6 +87,23 @@ def test_gpt2_varying_lengths_and_accumulation_equal_counting_every_step():
     assert run.total_flops == 3 * (matmuls + attention)
 
 
+def test_gradient_checkpointing_rerun_is_recompute_not_training_compute():
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=64,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPT2LMHeadModel(cfg)
+    model.gradient_checkpointing_enable()  # non-reentrant, Hugging Face's default
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with ComputeAudit(model=model, optimizer=opt) as run:
+        gpt2_loop(model, opt)
+    d, lengths = 64, [16, 16, 32, 16, 24, 32, 32, 8]
+    t = 2 * sum(lengths)
+    attention = sum(2 * 2 * 2 * s * s * d * 2 for s in lengths)
+    assert run.total_flops == 3 * (2 * t * (2 * 12 * d * d) + 2 * t * d * 100 + attention)
+    # Each block is rerun up to its MLP output projection, which saves its inputs and stops it.
+    assert run.recompute_flops == 2 * 2 * t * 8 * d * d + attention
+
+
 def test_small_moe_on_real_weights_counts_what_the_routing_did():
     torch.manual_seed(0)
     cfg = MixtralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

@@ -52,7 +52,9 @@ class ModuleScope:
     def __enter__(self):
         self.stack.clear()
         self._handles = [register_module_forward_pre_hook(self._enter_module),
-                         register_module_forward_hook(self._leave_module)]
+                         # always_call: a rerun that checkpointing stops early raises out of
+                         # its modules, which must still leave the stack.
+                         register_module_forward_hook(self._leave_module, always_call=True)]
         return self
 
     def __exit__(self, *exc):
@@ -60,6 +62,10 @@ class ModuleScope:
             h.remove()
 
     def current(self) -> str:
+        if self.stack and torch.is_grad_enabled():
+            # A forward rerun inside the backward (activation checkpointing) enters its modules
+            # again: the stack names them; the engine's node is the one that asked for the rerun.
+            return self.stack[-1]
         node = torch._C._current_autograd_node()
         if node is not None:
             tag = node.metadata.get(_TAG)
