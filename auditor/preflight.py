@@ -116,8 +116,10 @@ def _where(config) -> str:
     return str(config.source_path) if getattr(config, "source_path", None) else "config"
 
 
-def build_model(config):
-    """The run's model (a torch.nn.Module) on the meta device, or None for a bare parameter count."""
+def build_model(config, hf_mapping: dict | None = None):
+    """The run's model (a torch.nn.Module) on the meta device, or None for a bare parameter count.
+
+    ``hf_mapping``: the pathed hf_config's contents where the caller has read them already."""
     import torch
 
     from .counting import CountingError
@@ -126,7 +128,9 @@ def build_model(config):
     spec, where = config.model, _where(config)
     if spec.hf_config is not None:
         source = spec.hf_config
-        if not isinstance(source, dict):
+        if isinstance(hf_mapping, dict):
+            source = hf_mapping
+        elif not isinstance(source, dict):
             source = Path(source)
             if not source.is_absolute() and getattr(config, "source_path", None):
                 source = Path(config.source_path).parent / source
@@ -184,7 +188,7 @@ def count_model(config, say: Callable[[str], None]):
         _COUNTED[key] = ModelInfo(**hit["info"]), StepCount.from_json(hit["step"]), hit["half_total"], None
         return _COUNTED[key]
     say("building the model on the meta device")
-    model = build_model(config)
+    model = build_model(config, payload["hf_config"] if payload else None)
     if model is None:
         return None, None, None, "the model is given as a bare parameter count"
     from .counting import CountingError

@@ -76,6 +76,28 @@ def test_tiny_model_matmul_params_agree_with_the_built_model():
     assert sum(p.numel() for p in model.parameters()) == tiny_total_params()
 
 
+def test_pathed_hf_config_is_read_once_and_counted_as_inline(tmp_path, monkeypatch):
+    """The cache key and the model come from one read of config.json (a file that changed
+    between two reads would be counted under the other one's key)."""
+    import json
+
+    from auditor import preflight
+
+    hf = tmp_path / "config.json"
+    hf.write_text(json.dumps(yaml.safe_load(TINY)))
+    reads = []
+    real_read = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (reads.append(self), real_read(self, *a, **k))[1])
+    monkeypatch.setattr(preflight, "_COUNTED", {})
+    monkeypatch.setenv("AUDITOR_CACHE_DIR", str(tmp_path / "cache"))
+    pathed = run_preflight(load_run_config(write(tmp_path, "run: tiny\nmodel: {hf_config: config.json}\n"
+                                                           "data: {tokens: 160, seq_len: 16}\n")))
+    assert [p for p in reads if p.name == "config.json"] == [hf]
+    inline = preflight_text(tmp_path, f"run: tiny\nmodel: {{hf_config: {TINY}}}\ndata: {{tokens: 160, seq_len: 16}}\n")
+    assert by_method(pathed)["counted"].flops == by_method(inline)["counted"].flops == 160 * palm_per_token(
+        tiny_matmul_params(), L, H, HD, 16)
+
+
 @pytest.mark.parametrize("k", [1, 1000, 123_457])
 def test_tiny_llama_counted_is_palm_exactly(tmp_path, k):
     T = 16
