@@ -121,3 +121,67 @@ def test_import_auditor_does_not_import_lightning():
             "print(any(m == 'lightning' or m.startswith(('lightning.', 'pytorch_lightning')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class SaveEachEpoch(pl.Callback):
+    """A checkpoint at the end of each training epoch, and the ledger's last step at that moment."""
+
+    def __init__(self, folder, run_dir):
+        self.folder, self.run_dir, self.paths, self.ledger_steps = folder, run_dir, [], []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        path = self.folder / f"epoch{trainer.current_epoch}.ckpt"
+        trainer.save_checkpoint(path)
+        self.paths.append(path)
+        from auditor.ledger import verify_ledger
+        self.ledger_steps.append(verify_ledger(self.run_dir).step)
+
+
+class LateRestore(pl.strategies.SingleDeviceStrategy):
+    """Restores the checkpoint after setup (and so after on_fit_start), as DeepSpeed does."""
+
+    @property
+    def restore_checkpoint_after_setup(self) -> bool:
+        return True
+
+
+def fit_epochs(cb, callbacks=(), ckpt_path=None, **trainer_options):
+    torch.manual_seed(0)
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=5, limit_val_batches=VAL_BATCHES, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[cb, *callbacks], **({"accelerator": "cpu"} | trainer_options))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(num_workers|bottleneck|LightningModule.log|checkpoint).*")
+        trainer.fit(TwoLayers(), *loaders(), ckpt_path=ckpt_path)
+    return trainer
+
+
+@pytest.mark.parametrize("late, strip", [(False, False), (True, False), (False, True)],
+                         ids=["restore-before-fit-start", "restore-after-setup", "no-callback-state"])
+def test_fit_from_a_checkpoint_resumes_the_ledger_at_its_step(tmp_path, late, strip):
+    from auditor.ledger import verify_ledger
+
+    run_dir = tmp_path / "run"
+    saver = SaveEachEpoch(tmp_path, run_dir)
+    first = AuditCallback(run_dir=run_dir, flush_every_steps=1)
+    fit_epochs(first, [saver])               # two epochs of 5 steps; the ledger is at step 10
+    assert saver.ledger_steps == [5, 10]
+    epoch = sum(TRAIN_SIZES) * train_per_sample()
+    assert first.audit.total_flops == 2 * epoch
+
+    # The run is restarted from the first epoch's checkpoint: steps 6 to 10 are done again.
+    if strip:  # a checkpoint without callback state: on_load_checkpoint is never called
+        ckpt = torch.load(saver.paths[0], weights_only=False)
+        del ckpt["callbacks"]
+        torch.save(ckpt, saver.paths[0])
+    again = AuditCallback(run_dir=run_dir, flush_every_steps=1)
+    options = {"strategy": LateRestore(torch.device("cpu"))} if late else {}
+    trainer = fit_epochs(again, ckpt_path=saver.paths[0], **options)
+    assert trainer.global_step == 10 and again.audit.steps == 10
+    assert again.audit.base_flops == epoch and again.audit.total_flops == 2 * epoch
+    report = verify_ledger(run_dir)
+    assert report.ok and report.closed and report.step == 10 and report.total == 2 * epoch
+    assert len(list(run_dir.glob("ledger.rolledback.*"))) == 1  # steps 6-10 of the first run, kept aside
+    # The checkpoint is loaded before the sanity check, so its validation is counted, except
+    # without callback state: the audit then learns the step at on_train_start, after it.
+    assert again.audit.eval_flops == (VAL_FLOPS // 2 if strip else VAL_FLOPS)

@@ -67,6 +67,21 @@ class AuditOptions:
         self.run_dir, self.rules, self.on_exceed, self.options = run_dir, rules, on_exceed, options
         self.audit = None            # the ComputeAudit of the latest run (None before the first)
         self._signal: StepSignal | None = None
+        self._steps_at_start = 0
+
+    def _start_audit(self, model, checkpoint_step: int | None = None) -> None:
+        """A fresh ComputeAudit on ``model``, started. A run restored from a checkpoint (its
+        ``checkpoint_step``) resumes the ledger there, unless ``resume_step`` was given."""
+        from ..tracking import ComputeAudit
+
+        options = dict(self.options)
+        if self.run_dir is not None and checkpoint_step and "resume_step" not in options:
+            options["resume_step"] = checkpoint_step
+        self._signal = StepSignal()
+        self.audit = ComputeAudit(self.run_dir, model, self._signal, rules=self.rules,
+                                  on_exceed=self.on_exceed, **options)
+        self.audit.start()
+        self._steps_at_start = self.audit.steps
 
 
 def warn_if_nothing_seen(audit, steps_at_start: int, where: str) -> None:

@@ -22,8 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..tracking import ComputeAudit
-from . import AuditOptions, StepSignal, warn_if_nothing_seen
+from . import AuditOptions, warn_if_nothing_seen
 
 __all__ = ["AuditCallback"]
 
@@ -44,7 +43,6 @@ class AuditCallback(AuditOptions, TrainerCallback):
     def __init__(self, run_dir: str | Path | None = None, rules: list[str] | None = None,
                  on_exceed: str = "warn", **options: Any):
         AuditOptions.__init__(self, run_dir, rules, on_exceed, **options)
-        self._steps_at_start = 0
 
     @property
     def _running(self) -> bool:
@@ -55,14 +53,7 @@ class AuditCallback(AuditOptions, TrainerCallback):
             raise ValueError("AuditCallback: the Trainer passed no model to on_train_begin")
         if self._running:  # an earlier train() raised before on_train_end
             self.audit.stop()
-        options = dict(self.options)
-        if self.run_dir is not None and state.global_step and "resume_step" not in options:
-            options["resume_step"] = state.global_step
-        self._signal = StepSignal()
-        self.audit = ComputeAudit(self.run_dir, model, self._signal, rules=self.rules,
-                                  on_exceed=self.on_exceed, **options)
-        self.audit.start()
-        self._steps_at_start = self.audit.steps
+        self._start_audit(model, state.global_step)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self._running:

@@ -33,8 +33,7 @@ try:
 except ImportError:  # the older package name
     from pytorch_lightning import Callback
 
-from ..tracking import ComputeAudit
-from . import AuditOptions, StepSignal, warn_if_nothing_seen
+from . import AuditOptions, warn_if_nothing_seen
 
 __all__ = ["AuditCallback"]
 
@@ -73,8 +72,11 @@ class AuditCallback(AuditOptions, Callback):
 
     ``run_dir``, ``rules``, ``on_exceed`` and ``**options`` (``flush_every_steps``,
     ``flush_every_seconds``, ``progress_every``, ``resume_step``, ``name``) go to ComputeAudit.
-    Lightning restores a checkpoint's step after ``on_fit_start``: a resumed run passes
-    ``resume_step`` itself.
+    With a ``run_dir``, ``fit(ckpt_path=...)`` resumes the ledger at the checkpoint's step unless
+    ``resume_step`` is given. The step comes from ``on_load_checkpoint``. Under a strategy that
+    restores after setup (DeepSpeed, some FSDP setups), the audit starts once it is known. If the
+    checkpoint has no callback state, it starts at ``on_train_start``, from the restored
+    ``global_step``; the sanity check's validation is then not in ``eval_flops``.
 
     ``audit``: the ComputeAudit of the latest ``fit()`` (None before the first).
     """
@@ -85,7 +87,8 @@ class AuditCallback(AuditOptions, Callback):
         self._restore: list[tuple[torch.nn.Module, str, Any]] = []
         self._stepped = False
         self._manual = False
-        self._steps_at_start = 0
+        self._loaded: tuple[Any, int] | None = None      # (ckpt_path, global_step) of the last load
+        self._waiting: _StepModule | None = None          # routed, audit not started: step unknown yet
 
     # ---------------------------------------------------------------- lifecycle
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -95,12 +98,28 @@ class AuditCallback(AuditOptions, Callback):
         self._route(pl_module, "training_step", step_module)
         if _overridden(pl_module, "validation_step"):
             self._route(pl_module, "validation_step", step_module)
-        self._signal = StepSignal()
         self._stepped = False
-        self.audit = ComputeAudit(self.run_dir, step_module, self._signal, rules=self.rules,
-                                  on_exceed=self.on_exceed, **self.options)
-        self.audit.start()
-        self._steps_at_start = self.audit.steps
+        loaded, self._loaded = self._loaded, None
+        if trainer.strategy.restore_checkpoint_after_setup or (trainer.ckpt_path and not loaded):
+            self._waiting = step_module  # the checkpoint (if any) is loaded later, or told no step
+        else:
+            restored = loaded is not None and trainer.ckpt_path and loaded[0] == trainer.ckpt_path
+            self._start_audit(step_module, loaded[1] if restored else None)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        step = checkpoint.get("global_step")
+        if self._waiting is not None:
+            self._start_waiting(step)
+        else:  # before on_fit_start, or outside fit (validate, test): on_fit_start decides
+            self._loaded = (trainer.ckpt_path, step)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self._waiting is not None:  # no checkpoint, or one without callback state
+            self._start_waiting(trainer.global_step)
+
+    def _start_waiting(self, step) -> None:
+        step_module, self._waiting = self._waiting, None
+        self._start_audit(step_module, step)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         # Before the checkpoint is written: the ledger records and fsyncs every step up to it.
