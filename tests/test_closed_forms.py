@@ -255,3 +255,126 @@ def test_hugging_face_gradient_checkpointing_leaves_training_compute_unchanged()
     t = 2 * s
     block_until_c_proj = 2 * t * (3 * d * d + d * d + 4 * d * d) + 2 * 2 * 2 * s * s * d  # qkv, out, fc; QK^T, AV
     assert checkpointed.recompute == layers * block_until_c_proj
+
+
+class _TorchFormulas(torch.utils._python_dispatch.TorchDispatchMode):
+    """torch's own per-op formulas summed over every op, with no phases and no module tracking
+    (FlopCounterMode's module tracker fails inside autograd.grad with leaf inputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        from torch.utils.flop_counter import flop_registry
+
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def _counted_and_torch(model, step):
+    """Our CountingMode and torch's formulas over the same step (fresh copies of the model)."""
+    import copy
+
+    from auditor.counting.mode import CountingMode
+
+    ours_model, torch_model = copy.deepcopy(model), copy.deepcopy(model)
+    mode = CountingMode(ours_model)
+    with mode:
+        step(ours_model)
+    with _TorchFormulas() as reference:
+        step(torch_model)
+    return mode.result, reference.total
+
+
+def test_gradient_penalty_double_backward_is_training_compute():
+    """create_graph=True: the first backward builds a graph and the second runs through it; all of
+    it is training compute (torch's counter, which has no phases, gives the same total)."""
+    b, d = 4, 16
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.Tanh(), torch.nn.Linear(d, d))
+    x = torch.randn(b, d, requires_grad=True)
+
+    def step(m):
+        out = m(x).sum()
+        (grad_x,) = torch.autograd.grad(out, x, create_graph=True)
+        (out + grad_x.pow(2).sum()).backward()
+
+    result, reference = _counted_and_torch(model, step)
+    assert result.recompute == 0
+    assert result.total == reference
+    layer = 2 * b * d * d
+    assert result.forward == 2 * layer
+    # autograd.grad: the two input gradients (2). The second backward: the output's graph, weight
+    # and input gradients of both layers (4); the penalty's graph, the two input-gradient
+    # matmuls (g W2, then g' W1), giving W2's and W1's gradients and g''s gradient (3).
+    assert result.backward == 9 * layer
+
+
+def test_autograd_grad_inside_a_forward_is_not_recompute():
+    """A physics-informed model takes du/dx inside its own forward: grad mode on, inside a
+    backward, inside a module; still training compute, not a checkpoint's rerun."""
+    b, d = 4, 8
+
+    class Pinn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.Tanh(), torch.nn.Linear(d, 1))
+
+        def forward(self, x):
+            u = self.net(x)
+            (du,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+            return u, du
+
+    torch.manual_seed(0)
+    x = torch.randn(b, d, requires_grad=True)
+
+    def step(m):
+        u, du = m(x)
+        (u.pow(2).mean() + du.pow(2).mean()).backward()
+
+    result, reference = _counted_and_torch(Pinn(), step)
+    assert result.recompute == 0 and result.total == reference
+
+
+def test_a_hand_written_checkpoint_is_recognised_by_its_rerun_modules():
+    """A checkpoint that is not torch's (its own autograd.Function): the rerun enters the block
+    again inside the backward, so it is recompute, charged to the block's modules."""
+    b, d = 4, 16
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.ReLU(), torch.nn.Linear(d, d))
+    head = torch.nn.Linear(d, d)
+
+    class Rerun(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            with torch.no_grad():
+                return block(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                out = block(x)
+            torch.autograd.backward(out, grad)
+            return x.grad
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block, self.head = block, head
+
+        def forward(self, x):
+            return self.head(Rerun.apply(x))
+
+    r = count_step(Model(), torch.randn(b, d, requires_grad=True))
+    layer = 2 * b * d * d
+    assert (r.forward, r.backward) == (3 * layer, 6 * layer)
+    assert {mod: v // layer for (phase, mod, _), v in r.records.items() if phase == "recompute"} == \
+        {"block.0": 1, "block.2": 1}

@@ -46,11 +46,13 @@ class ModuleScope:
     def __init__(self, names: dict[torch.nn.Module, str]):
         self.names = names
         self.stack: list[str] = []
+        self._tasks: list[int] = []      # the autograd graph task each stack entry was entered in
         self._inputs: list[set] = []
         self._handles: list = []
 
     def __enter__(self):
         self.stack.clear()
+        self._tasks.clear()
         self._handles = [register_module_forward_pre_hook(self._enter_module),
                          # always_call: a rerun that checkpointing stops early raises out of
                          # its modules, which must still leave the stack.
@@ -73,13 +75,21 @@ class ModuleScope:
                 return tag
         return self.stack[-1] if self.stack else ""
 
+    def entered_in_this_backward(self) -> bool:
+        """The innermost running module was entered inside the backward now running: forward
+        work rerun there (not a module whose own forward called autograd.grad)."""
+        return bool(self._tasks) and self._tasks[-1] == torch._C._current_graph_task_id() != -1
+
     def _enter_module(self, mod, args):
         self.stack.append(self.names.get(mod, type(mod).__name__))
+        self._tasks.append(torch._C._current_graph_task_id())
         leaves, _ = tree_flatten(args)
         self._inputs.append({t.grad_fn for t in leaves if isinstance(t, torch.Tensor) and t.grad_fn is not None})
 
     def _leave_module(self, mod, args, output):
         name = self.stack.pop() if self.stack else ""
+        if self._tasks:
+            self._tasks.pop()
         stop = self._inputs.pop() if self._inputs else set()
         leaves, _ = tree_flatten(output)
         todo = [t.grad_fn for t in leaves if isinstance(t, torch.Tensor) and t.grad_fn is not None]
@@ -139,7 +149,7 @@ class CountingMode:
         recomputed = 0
         if isinstance(flops, Split):
             flops, recomputed = flops
-        phase = _phase()
+        phase = _phase(self._scope)
         module = self._scope.current()
         key = (phase, module, op)
         for path in self._dense:
@@ -154,18 +164,29 @@ class CountingMode:
             self.result.executed[key] += recomputed
 
 
-def _phase() -> str:
+def _phase(scope: ModuleScope) -> str:
     """forward, backward, or recompute: forward work rerun inside the backward.
 
-    The engine runs backward ops with grad mode off (unless create_graph=True is asked for);
-    activation checkpointing (reentrant or not) reruns the forward under enable_grad inside
-    the backward, so an op in a backward with grad mode on is recomputation: hardware work,
-    reported apart, not training compute. A double backward (create_graph=True, e.g. a
-    gradient penalty) looks the same and is reported as recompute too: stated in docs.
+    The engine runs backward ops with grad mode off, unless the backward builds a graph of its
+    own (create_graph=True: gradient penalties, meta-learning, physics-informed losses), which
+    is training compute like any backward. Activation checkpointing reruns forward work under
+    grad mode inside the backward: hardware work, reported apart. Reruns are recognised three
+    ways: torch's reentrant checkpoint (and Megatron's and DeepSpeed's, same name) runs them
+    inside a CheckpointFunctionBackward node; torch's non-reentrant checkpoint under its
+    recomputation saved-tensor hooks; any other implementation by entering modules again
+    inside the backward.
     """
     if torch._C._current_graph_task_id() == -1:
         return "forward"
-    return "recompute" if torch.is_grad_enabled() else "backward"
+    if not torch.is_grad_enabled():
+        return "backward"
+    node = torch._C._current_autograd_node()
+    if node is not None and node.name() == "CheckpointFunctionBackward":
+        return "recompute"
+    hooks = torch._C._autograd._top_saved_tensors_default_hooks(True)
+    if hooks and getattr(hooks[0], "__qualname__", "").startswith("_recomputation_hook."):
+        return "recompute"
+    return "recompute" if scope.entered_in_this_backward() else "backward"
 
 
 class _Dispatch(TorchDispatchMode):
