@@ -249,7 +249,8 @@ def test_hugging_face_gradient_checkpointing_leaves_training_compute_unchanged()
     ids = torch.zeros(2, s, dtype=torch.long)
     plain = count_step(GPT2LMHeadModel(config), {"input_ids": ids, "labels": ids})
     model = GPT2LMHeadModel(config)
-    model.gradient_checkpointing_enable()
+    # non-reentrant, Hugging Face's default (the method's name before transformers 5: gradient_...)
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     checkpointed = count_step(model, {"input_ids": ids, "labels": ids})
     assert checkpointed.total == plain.total and plain.recompute == 0
     t = 2 * s

@@ -92,7 +92,8 @@ def test_gradient_checkpointing_rerun_is_recompute_not_training_compute():
     cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=64,
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     model = GPT2LMHeadModel(cfg)
-    model.gradient_checkpointing_enable()  # non-reentrant, Hugging Face's default
+    # non-reentrant, Hugging Face's default (the method's name before transformers 5: gradient_...)
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     with ComputeAudit(model=model, optimizer=opt) as run:
         gpt2_loop(model, opt)
