@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .atomic import write_atomic
 from .textfmt import percent, sci, table
 
 DEMO_RUN = Path(__file__).parent / "data" / "demo-run.yaml"
@@ -114,7 +115,7 @@ def preflight(config: Path, fmt: str, html_path: Path | None, rules: tuple[str, 
         from .render import dossier_html
 
         html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(dossier_html(dossier.build(data, run=data["run"], config_path=config)))
+        write_atomic(html_path, dossier_html(dossier.build(data, run=data["run"], config_path=config)).encode())
         click.echo(f"dossier: {html_path}", err=True)
     from .rules import fails_gate
 
@@ -230,7 +231,7 @@ def report(target: Path, fmt: str, output: Path | None) -> None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        write_atomic(output, text.encode())
         click.echo(str(output))
 
 

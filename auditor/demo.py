@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import dossier
+from .atomic import write_atomic
 from .render import dossier_html
 
 
@@ -18,7 +19,7 @@ def run_demo(plan: dict, config_path: Path, out: Path, steps: int, echo: Callabl
 
     out.mkdir(parents=True, exist_ok=True)
     preflight_html = out / "preflight.html"
-    preflight_html.write_text(dossier_html(dossier.build(plan, run=plan["run"], config_path=config_path)))
+    write_atomic(preflight_html, dossier_html(dossier.build(plan, run=plan["run"], config_path=config_path)).encode())
 
     config = load_run_config(config_path)
     seq_len, batch = config.data.seq_len, 4
@@ -43,7 +44,7 @@ def run_demo(plan: dict, config_path: Path, out: Path, steps: int, echo: Callabl
          f"{planned:,} a token on the meta device ({'equal' if measured == planned else 'DIFFERENT'})")
     data = dossier.load(run_dir)
     html = run_dir / "dossier.html"
-    html.write_text(dossier_html(data))
+    write_atomic(html, dossier_html(data).encode())
     echo(f"ledger {run_dir / 'ledger.jsonl'} and sealed dossier {run_dir / dossier.DOSSIER_NAME} "
          f"(check: auditor verify {run_dir})")
     echo(f"preflight dossier: {preflight_html}")

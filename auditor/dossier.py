@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .resources import installed_version
 
 SCHEMA_VERSION = "1"
@@ -85,12 +84,7 @@ def write(data: dict[str, Any], path: str | Path) -> Path:
     """Atomically: a crash leaves the old dossier or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, suffix=".tmp", delete=False) as fh:
-        fh.write(canonical(data))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(fh.name, path)
-    return path
+    return write_atomic(path, canonical(data))
 
 
 def locate(target: str | Path) -> Path:

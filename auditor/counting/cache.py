@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomic
 from ..resources import installed_version
 
 SCHEMA = 1  # bump when what a count means changes (a formula, a convention)
@@ -58,8 +58,8 @@ def store(key: str, value: dict[str, Any]) -> None:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as fh:
-            json.dump({**value, "key": key}, fh, sort_keys=True)
-        os.replace(fh.name, folder / f"{key}.json")
+        # not fsynced: a cache entry lost to a power cut is counted again
+        write_atomic(folder / f"{key}.json", json.dumps({**value, "key": key}, sort_keys=True).encode(),
+                     durable=False)
     except OSError:
         pass
