@@ -12,7 +12,8 @@ def write_atomic(path: str | Path, data: bytes, *, durable: bool = True) -> Path
 
     The file is created with mode 0o666 less the umask, like any file the user's own tools
     write. A ``NamedTemporaryFile`` would leave it 0600, which a reviewer's account could not
-    read. ``durable``: fsync before the rename, so a power cut leaves the old or the new file.
+    read. ``durable``: fsync the file before the rename and the folder after it, so a power cut
+    leaves the old file or the new one.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -24,6 +25,12 @@ def write_atomic(path: str | Path, data: bytes, *, durable: bool = True) -> Path
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if durable and hasattr(os, "O_DIRECTORY"):  # the rename itself survives a power cut
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
