@@ -145,9 +145,9 @@ class LateRestore(pl.strategies.SingleDeviceStrategy):
         return True
 
 
-def fit_epochs(cb, callbacks=(), ckpt_path=None, **trainer_options):
+def fit_epochs(cb, callbacks=(), ckpt_path=None, max_epochs=2, **trainer_options):
     torch.manual_seed(0)
-    trainer = pl.Trainer(max_epochs=2, limit_train_batches=5, limit_val_batches=VAL_BATCHES, logger=False,
+    trainer = pl.Trainer(max_epochs=max_epochs, limit_train_batches=5, limit_val_batches=VAL_BATCHES, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[cb, *callbacks], **({"accelerator": "cpu"} | trainer_options))
     with warnings.catch_warnings():
@@ -182,6 +182,23 @@ def test_fit_from_a_checkpoint_resumes_the_ledger_at_its_step(tmp_path, late, st
     report = verify_ledger(run_dir)
     assert report.ok and report.closed and report.step == 10 and report.total == 2 * epoch
     assert len(list(run_dir.glob("ledger.rolledback.*"))) == 1  # steps 6-10 of the first run, kept aside
-    # The checkpoint is loaded before the sanity check, so its validation is counted, except
-    # without callback state: the audit then learns the step at on_train_start, after it.
-    assert again.audit.eval_flops == (VAL_FLOPS // 2 if strip else VAL_FLOPS)
+    # The audit starts at the sanity check, after every strategy has restored the checkpoint.
+    assert again.audit.eval_flops == VAL_FLOPS
+
+
+def test_a_second_fit_goes_on_with_the_same_ledger(tmp_path):
+    from auditor.ledger import verify_ledger
+
+    run_dir = tmp_path / "run"
+    cb = AuditCallback(run_dir=run_dir, flush_every_steps=1)
+    trainer = fit_epochs(cb, max_epochs=1)
+    assert verify_ledger(run_dir).closed and verify_ledger(run_dir).step == 5
+    trainer.fit_loop.max_epochs = 2
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(num_workers|bottleneck|LightningModule.log).*")
+        trainer.fit(trainer.lightning_module, *loaders())
+    epoch = sum(TRAIN_SIZES) * train_per_sample()
+    report = verify_ledger(run_dir)
+    assert trainer.global_step == 10 and cb.audit.total_flops == 2 * epoch
+    assert report.ok and report.closed and report.step == 10 and report.total == 2 * epoch
+    assert not list(run_dir.glob("ledger.rolledback.*"))  # nothing was redone

@@ -72,11 +72,11 @@ class AuditCallback(AuditOptions, Callback):
 
     ``run_dir``, ``rules``, ``on_exceed`` and ``**options`` (``flush_every_steps``,
     ``flush_every_seconds``, ``progress_every``, ``resume_step``, ``name``) go to ComputeAudit.
-    With a ``run_dir``, ``fit(ckpt_path=...)`` resumes the ledger at the checkpoint's step unless
-    ``resume_step`` is given. The step comes from ``on_load_checkpoint``. Under a strategy that
-    restores after setup (DeepSpeed, some FSDP setups), the audit starts once it is known. If the
-    checkpoint has no callback state, it starts at ``on_train_start``, from the restored
-    ``global_step``; the sanity check's validation is then not in ``eval_flops``.
+    The audit starts just before the first step (``on_sanity_check_start`` or
+    ``on_train_start``). By then Lightning has restored any checkpoint, whatever the strategy,
+    so with a ``run_dir`` a run that starts at a nonzero ``global_step`` resumes the ledger
+    there, unless ``resume_step`` is given. That covers ``fit(ckpt_path=...)`` and a second
+    ``fit()`` that goes on training.
 
     ``audit``: the ComputeAudit of the latest ``fit()`` (None before the first).
     """
@@ -87,8 +87,7 @@ class AuditCallback(AuditOptions, Callback):
         self._restore: list[tuple[torch.nn.Module, str, Any]] = []
         self._stepped = False
         self._manual = False
-        self._loaded: tuple[Any, int] | None = None      # (ckpt_path, global_step) of the last load
-        self._waiting: _StepModule | None = None          # routed, audit not started: step unknown yet
+        self._waiting: _StepModule | None = None  # routed; the audit starts before the first step
 
     # ---------------------------------------------------------------- lifecycle
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -99,27 +98,20 @@ class AuditCallback(AuditOptions, Callback):
         if _overridden(pl_module, "validation_step"):
             self._route(pl_module, "validation_step", step_module)
         self._stepped = False
-        loaded, self._loaded = self._loaded, None
-        if trainer.strategy.restore_checkpoint_after_setup or (trainer.ckpt_path and not loaded):
-            self._waiting = step_module  # the checkpoint (if any) is loaded later, or told no step
-        else:
-            restored = loaded is not None and trainer.ckpt_path and loaded[0] == trainer.ckpt_path
-            self._start_audit(step_module, loaded[1] if restored else None)
+        # Strategies that restore after setup (DeepSpeed, some FSDP setups) load the checkpoint
+        # after on_fit_start; every strategy has loaded it before the sanity check.
+        self._waiting = step_module
 
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        step = checkpoint.get("global_step")
-        if self._waiting is not None:
-            self._start_waiting(step)
-        else:  # before on_fit_start, or outside fit (validate, test): on_fit_start decides
-            self._loaded = (trainer.ckpt_path, step)
+    def on_sanity_check_start(self, trainer, pl_module) -> None:
+        self._start_waiting(trainer)
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if self._waiting is not None:  # no checkpoint, or one without callback state
-            self._start_waiting(trainer.global_step)
+        self._start_waiting(trainer)
 
-    def _start_waiting(self, step) -> None:
-        step_module, self._waiting = self._waiting, None
-        self._start_audit(step_module, step)
+    def _start_waiting(self, trainer) -> None:
+        if self._waiting is not None:
+            step_module, self._waiting = self._waiting, None
+            self._start_audit(step_module, trainer.global_step)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         # Before the checkpoint is written: the ledger records and fsyncs every step up to it.
@@ -133,6 +125,7 @@ class AuditCallback(AuditOptions, Callback):
         self._finish()
 
     def _finish(self) -> None:
+        self._waiting = None
         for module, name, previous in reversed(self._restore):
             if previous is _MISSING:
                 module.__dict__.pop(name, None)
