@@ -112,13 +112,15 @@ _INDEXER = "indexer/compressor matmuls only choose keys (top-k): forward only, n
 _CHUNKED = ("chunked linear attention: decay masks carry no gradient and the chunk recurrence's backward "
             "differs from its forward, so bwd/fwd != 2")
 _LOOP = "hand-written loop over the experts hit (nonzero/tolist): cannot run on meta; routed on CPU"
+_LOOP_ON_META = ("hand-written loop over the experts hit: counted on meta as tokens x k rows through one "
+                 "expert's matmuls (counting/moe.py META_ROUTED), equal to a CPU count with real routing")
 _FP32 = "residual_in_fp32: block 0 gets bf16 input, later blocks fp32, so the shortcut falls back (exact)"
 NOTES = {
     **dict.fromkeys(("deepseek_v32", "glm_moe_dsa", "axk2", "dots3_note", "dots3_note_text", "deepseek_v4",
                      "hy_v4"), _INDEXER),
     **dict.fromkeys(("qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "kimi_linear",
                      "bailing_hybrid", "minimax", "lara_mini", "olmo_hybrid"), _CHUNKED),
-    **dict.fromkeys(("dbrx", "jetmoe"), _LOOP),
+    **dict.fromkeys(("dbrx", "jetmoe"), _LOOP_ON_META),
     "longcat_flash": _LOOP + "; zero-computation (identity) experts cost nothing, so experts per token < k",
     **dict.fromkeys(("mamba", "mamba2", "falcon_mamba"), _FP32),
     "hrm_text": "hierarchical recurrence: all but the last cycle run without gradient, so bwd/fwd < 2",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 _EXPERT_COUNT_KEYS = ("num_local_experts", "n_routed_experts", "num_experts", "moe_num_experts")
-_TOP_K_KEYS = ("num_experts_per_tok", "moe_topk", "top_k", "num_selected_experts")
+_TOP_K_KEYS = ("num_experts_per_tok", "moe_topk", "moe_top_k", "top_k", "num_selected_experts")
 
 
 @dataclass
@@ -43,12 +43,17 @@ def model_info(model) -> ModelInfo:
     embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
     config = getattr(model, "config", None)
     text = getattr(config, "text_config", None) or config
-    experts, top_k = _first(text, _EXPERT_COUNT_KEYS), _first(text, _TOP_K_KEYS)
+    moe = getattr(text, "ffn_config", None) or text  # DBRX keeps its experts in a sub-config
+    experts, top_k = _first(moe, _EXPERT_COUNT_KEYS), _first(moe, _TOP_K_KEYS)
     active = total
     if experts and top_k and top_k < experts:
-        # Routed expert weights live under a module named "experts" (not "shared_experts").
+        # Routed expert weights live under a module named "experts" (not "shared_experts"), less
+        # a router inside it and a bias all experts share (JetMoE's attention experts), or are
+        # stacked one slice per expert (JetMoE's ParallelExperts: [E, out, in]).
         routed = {id(p): p for name, mod in model.named_modules() if name.split(".")[-1] == "experts"
-                  for p in mod.parameters()}
+                  for pname, p in mod.named_parameters()
+                  if pname.split(".")[0] not in ("router", "gate") and ("." in pname or p.dim() > 1)}
+        routed.update((id(p), p) for p in params.values() if p.dim() == 3 and p.shape[0] == experts)
         routed_total = sum(p.numel() for p in routed.values())
         active = total - routed_total + routed_total * top_k // experts
     n_heads = _first(text, ("num_attention_heads", "n_head", "num_heads"))

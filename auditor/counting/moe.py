@@ -10,6 +10,8 @@ of their FLOPs to the model and keeps the rest as executed hardware work.
 """
 from __future__ import annotations
 
+import types
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -58,3 +60,54 @@ def prepare_for_meta(model: torch.nn.Module, assumptions: list[str]) -> torch.dt
             "k x tokens x per-expert FLOPs per token, exact for any load balance when every token "
             "visits exactly k experts (no capacity dropping)")
     return torch.bfloat16
+
+
+# ----- hand-written expert loops on meta
+#
+# Some experts code asks the data which experts were hit (``nonzero``, ``tolist``) and loops
+# over them; meta tensors hold no data. The FLOPs of such a loop depend on the rows alone: each
+# of the tokens x k (token, slot) pairs goes through one expert's matmuls, whatever the routing.
+# On meta these forwards send the same tokens x k rows through the same matmuls with a fixed
+# split, so the count is exact. The meta count is checked equal to a CPU count with real routing
+# in tests/test_meta_routing.py.
+
+def _dbrx_experts(self, hidden_states, top_k_index, top_k_weights):
+    batch, k = hidden_states.shape[0], top_k_index.shape[-1]
+    rows = hidden_states.reshape(-1, self.hidden_size).repeat_interleave(k, dim=0)
+    split = (-1, self.ffn_hidden_size, self.hidden_size)
+    w1, v1, w2 = (getattr(self.mlp, name).view(split)[0] for name in ("w1", "v1", "w2"))
+    states = self.mlp(rows, w1, v1, w2) * top_k_weights.reshape(-1, 1)
+    return states.view(-1, k, self.hidden_size).sum(1).view(batch, -1, self.hidden_size)
+
+
+def _jetmoe_gating(self, hidden_states):
+    # transformers' JetMoeTopKGating.forward, with expert_size (read from the data there) split evenly
+    logits = self.layer(hidden_states).float()
+    top_k_logits, top_k_indices = logits.topk(self.top_k, dim=1)
+    top_k_gates = torch.softmax(top_k_logits, dim=1).type_as(hidden_states)
+    rows, experts = top_k_indices.numel(), self.num_experts
+    expert_size = [rows // experts + (i < rows % experts) for i in range(experts)]
+    _, index_sorted_experts = top_k_indices.flatten().sort(0)
+    batch_index = index_sorted_experts.div(self.top_k, rounding_mode="trunc")
+    batch_gates = top_k_gates.flatten()[index_sorted_experts]
+    return index_sorted_experts, batch_index, batch_gates, expert_size, logits
+
+
+META_ROUTED: dict[str, Callable] = {"DbrxExperts": _dbrx_experts, "JetMoeTopKGating": _jetmoe_gating}
+
+
+@contextmanager
+def routed_on_meta(model: torch.nn.Module, assumptions: list[str]):
+    """Replace, for the count only, the forwards in META_ROUTED of a meta model's modules."""
+    patched = [mod for mod in model.modules() if type(mod).__name__ in META_ROUTED] if on_meta(model) else []
+    for mod in patched:
+        mod.forward = types.MethodType(META_ROUTED[type(mod).__name__], mod)
+    if patched:
+        kinds = ", ".join(sorted({type(m).__name__ for m in patched}))
+        assumptions.append(f"{kinds}: a loop over the experts hit, which meta cannot run, counted as its "
+                           "tokens x k rows through one expert's matmuls (the same FLOPs for any routing)")
+    try:
+        yield
+    finally:
+        for mod in patched:
+            del mod.forward

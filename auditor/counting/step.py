@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .mode import CountingMode, module_paths
-from .moe import dense_expert_modules, prepare_for_meta
+from .moe import dense_expert_modules, prepare_for_meta, routed_on_meta
 from .result import StepCount
 
 
@@ -134,7 +134,8 @@ def count_step(model: torch.nn.Module, inputs: Any = None, *, shapes: Any = None
         return run_step(m, inputs, loss_fn=loss_fn, backward=backward, names=names)
 
     try:
-        result = count_with_repeats(model, run, assumptions) if repeated_blocks else run(model)
+        with routed_on_meta(model, assumptions):
+            result = count_with_repeats(model, run, assumptions) if repeated_blocks else run(model)
     except CountingError as exc:
         raise CountingError(f"{label}: {exc}") from None
     except Exception as exc:  # the model's own code failed under counting
