@@ -1,4 +1,5 @@
-"""Hand-written expert loops (DBRX, JetMoE) counted on meta equal a CPU count with real routing."""
+"""Mixture-of-experts models on meta: hand-written expert loops (DBRX, JetMoE) equal a CPU count with
+real routing; expert settings read where each model keeps them (DBRX, JetMoE, Gemma 4)."""
 from collections import Counter
 
 import pytest
@@ -69,3 +70,57 @@ def test_active_parameters_count_k_of_e_routed_experts(model_type, routed_per_la
     total = sum(p.numel() for p in model.parameters())
     assert (info.experts, info.top_k, info.parameters) == (E, K, total)
     assert info.active_parameters == total - LAYERS * routed_per_layer * (E - K) // E
+
+
+GEMMA4 = {"model_type": "gemma4_text", "vocab_size": 128, "hidden_size": D, "intermediate_size": FF,
+          "moe_intermediate_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+          "head_dim": 16, "num_experts": E, "max_position_embeddings": 128}
+
+
+def test_gemma4_preflights_although_its_config_refuses_global_per_layer_reads(tmp_path):
+    """transformers' Gemma 4 config raises its own error (not AttributeError) when a per-layer
+    setting such as head_dim is read globally; preflight must neither crash nor guess."""
+    import json
+
+    from auditor.config import load_run_config
+    from auditor.preflight import run_preflight
+
+    (tmp_path / "g4.json").write_text(json.dumps(GEMMA4))
+    (tmp_path / "run.yaml").write_text("run: g4\nmodel: {hf_config: g4.json}\ndata: {tokens: 6400, seq_len: 64}\n")
+    result = run_preflight(load_run_config(tmp_path / "run.yaml"))
+    assert [e.method for e in result.estimates] == ["counted", "analytic"]
+    # experts configured, MoE block off: dense, and no mixture-of-experts assumption
+    assert result.model["active_parameters"] == result.model["parameters"]
+    assert not any("mixture of experts" in a for e in result.estimates for a in e.assumptions)
+
+
+def test_gemma4_moe_block_counts_k_of_e_experts():
+    from auditor.counting.modelinfo import model_info
+    from auditor.counting.moe import is_moe
+
+    config = {**GEMMA4, "enable_moe_block": True, "top_k_experts": K}
+    counts = {}
+    for device in ("cpu", "meta"):
+        torch.manual_seed(0)
+        model = build_model(load_config(config), device)
+        counts[device] = count_step(model, example_inputs(model, BATCH, SEQ))
+    assert counts["meta"].total == counts["cpu"].total
+    assert is_moe(model) and not is_moe(build_model(load_config(GEMMA4)))
+    info = model_info(model)
+    routed_per_layer = E * (2 * 32) * D + E * D * 32  # experts.gate_up_proj [E, 2 x 32, d], down_proj [E, d, 32]
+    assert (info.experts, info.top_k) == (E, K)
+    assert info.active_parameters == info.parameters - 3 * routed_per_layer * (E - K) // E
+
+
+def test_a_library_error_over_several_lines_is_reported_on_one(tmp_path):
+    from auditor.counting.step import CountingError, error_text
+
+    err = ImportError("\nTimmWrapperModel requires the timm library but it was not found in your environment.\n"
+                      "You can install it with pip.")
+    assert error_text(err) == ("ImportError: TimmWrapperModel requires the timm library but it was not found in "
+                               "your environment. You can install it with pip.")
+    assert error_text(ValueError("x" * 1000), with_type=False) == "x" * 597 + "..."
+    with pytest.raises(CountingError) as caught:
+        load_config({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 5, "head_dim": 7,
+                     "rope_parameters": "\n\nnot a mapping\n"})
+    assert "\n" not in str(caught.value)

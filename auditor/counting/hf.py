@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .step import CountingError, count_step
+from .step import CountingError, count_step, error_text
 from .result import StepCount
 
 
@@ -43,7 +43,8 @@ def load_config(source: Mapping | str | Path, *, label: str | None = None):
     try:
         return CONFIG_MAPPING[model_type](**fields)
     except Exception as exc:
-        raise CountingError(f"{where}: transformers rejected the {model_type} config: {exc}") from None
+        raise CountingError(f"{where}: transformers rejected the {model_type} config: "
+                            f"{error_text(exc, with_type=False)}") from None
 
 
 def model_class(config):
@@ -62,8 +63,7 @@ def build_model(config, device: str | torch.device = "meta") -> torch.nn.Module:
         with torch.device(device):
             model = auto.from_config(config)
     except Exception as exc:
-        raise CountingError(f"{config.model_type}: transformers cannot build the model: "
-                            f"{type(exc).__name__}: {exc}") from None
+        raise CountingError(f"{config.model_type}: transformers cannot build the model: {error_text(exc)}") from None
     model.train()
     return model
 

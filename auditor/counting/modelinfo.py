@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 _EXPERT_COUNT_KEYS = ("num_local_experts", "n_routed_experts", "num_experts", "moe_num_experts")
-_TOP_K_KEYS = ("num_experts_per_tok", "moe_topk", "moe_top_k", "top_k", "num_selected_experts")
+_TOP_K_KEYS = ("num_experts_per_tok", "moe_topk", "moe_top_k", "top_k", "top_k_experts", "num_selected_experts")
 
 
 @dataclass
@@ -29,10 +29,36 @@ class ModelInfo:
 
 def _first(config, keys):
     for key in keys:
-        value = getattr(config, key, None)
+        try:
+            value = getattr(config, key, None)
+        except Exception:  # noqa: BLE001 - transformers raises its own error for a per-layer setting
+            value = None   # that varies across layers (Gemma 4's head_dim): no single value to use
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def _text_config(model):
+    config = getattr(model, "config", None)
+    return getattr(config, "text_config", None) or config
+
+
+def expert_settings(model) -> tuple[int | None, int | None]:
+    """(E routed experts, k a token visits) from the model's config; None where not given."""
+    text = _text_config(model)
+    moe = getattr(text, "ffn_config", None) or text  # DBRX keeps its experts in a sub-config
+    return _first(moe, _EXPERT_COUNT_KEYS), _first(moe, _TOP_K_KEYS)
+
+
+def routed_parameters(model, experts: int) -> list:
+    """The routed experts' weights (each once): under a module named "experts" (not
+    "shared_experts"), less a router inside it and a bias all experts share (JetMoE's attention
+    experts); or stacked one slice per expert (JetMoE's ParallelExperts: [E, out, in])."""
+    routed = {id(p): p for name, mod in model.named_modules() if name.split(".")[-1] == "experts"
+              for pname, p in mod.named_parameters()
+              if pname.split(".")[0] not in ("router", "gate") and ("." in pname or p.dim() > 1)}
+    routed.update((id(p), p) for p in model.parameters() if p.dim() == 3 and p.shape[0] == experts)
+    return list(routed.values())
 
 
 def model_info(model) -> ModelInfo:
@@ -41,20 +67,11 @@ def model_info(model) -> ModelInfo:
     params = {id(p): p for p in model.parameters()}
     total = sum(p.numel() for p in params.values())
     embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    config = getattr(model, "config", None)
-    text = getattr(config, "text_config", None) or config
-    moe = getattr(text, "ffn_config", None) or text  # DBRX keeps its experts in a sub-config
-    experts, top_k = _first(moe, _EXPERT_COUNT_KEYS), _first(moe, _TOP_K_KEYS)
+    text = _text_config(model)
+    experts, top_k = expert_settings(model)
     active = total
     if experts and top_k and top_k < experts:
-        # Routed expert weights live under a module named "experts" (not "shared_experts"), less
-        # a router inside it and a bias all experts share (JetMoE's attention experts), or are
-        # stacked one slice per expert (JetMoE's ParallelExperts: [E, out, in]).
-        routed = {id(p): p for name, mod in model.named_modules() if name.split(".")[-1] == "experts"
-                  for pname, p in mod.named_parameters()
-                  if pname.split(".")[0] not in ("router", "gate") and ("." in pname or p.dim() > 1)}
-        routed.update((id(p), p) for p in params.values() if p.dim() == 3 and p.shape[0] == experts)
-        routed_total = sum(p.numel() for p in routed.values())
+        routed_total = sum(p.numel() for p in routed_parameters(model, experts))
         active = total - routed_total + routed_total * top_k // experts
     n_heads = _first(text, ("num_attention_heads", "n_head", "num_heads"))
     d_model = _first(text, ("hidden_size", "n_embd", "d_model"))

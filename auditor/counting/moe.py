@@ -35,9 +35,12 @@ def dense_expert_modules(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
 
 
 def is_moe(model: torch.nn.Module) -> bool:
-    cfg = getattr(model, "config", None)
-    keys = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok")
-    return any(getattr(cfg, k, None) for k in keys)
+    """The config names routed experts and the model holds their weights (a config may carry
+    expert settings with the MoE block switched off: Gemma 4, Doge)."""
+    from .modelinfo import expert_settings, routed_parameters
+
+    experts, _ = expert_settings(model)
+    return bool(experts) and bool(routed_parameters(model, experts))
 
 
 def on_meta(model: torch.nn.Module) -> bool:

@@ -15,6 +15,12 @@ class CountingError(Exception):
     """A model could not be counted; the message names the model and the reason."""
 
 
+def error_text(exc: BaseException, *, with_type: bool = True, limit: int = 600) -> str:
+    """A library's exception as one line of an error message (some span several lines)."""
+    text = " ".join((f"{type(exc).__name__}: {exc}" if with_type else str(exc)).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def default_loss(output: Any) -> torch.Tensor:
     """The model's own loss where it returns one (Hugging Face), else a sum of its output.
 
@@ -140,7 +146,7 @@ def count_step(model: torch.nn.Module, inputs: Any = None, *, shapes: Any = None
         raise CountingError(f"{label}: {exc}") from None
     except Exception as exc:  # the model's own code failed under counting
         where = "on the meta device" if dtype is not None else "while counting"
-        raise CountingError(f"{label} cannot run {where}: {type(exc).__name__}: {exc}") from exc
+        raise CountingError(f"{label} cannot run {where}: {error_text(exc)}") from exc
     result.assumptions = assumptions + [a for a in result.assumptions if a not in assumptions]
     result.tokens = tokens
     if not backward:
