@@ -172,6 +172,7 @@ def measure(model_type: str) -> dict:
     """Everything the table reports about one model type (runs in a child process)."""
     import torch
     from auditor.counting.hf import build_model, count_hf, load_config
+    from auditor.counting.modelinfo import model_info
     from auditor.counting.moe import is_moe
 
     torch.manual_seed(0)
@@ -184,6 +185,7 @@ def measure(model_type: str) -> dict:
         config = load_config(mapping)
         model = build_model(config, "meta")
         row["class"] = type(model).__name__
+        model_info(model)  # what preflight's analytic method reads: it must not fail either
         row["built"] = True
         if row["family"] == "dense" and (is_moe(model) or _experts_modules(model)):
             row["family"] = "MoE"
