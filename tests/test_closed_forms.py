@@ -1,4 +1,6 @@
 """Exact FLOP counts of small modules against their closed forms (a multiply-add is 2)."""
+from collections import Counter
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -340,6 +342,16 @@ def test_autograd_grad_inside_a_forward_is_not_recompute():
 
     result, reference = _counted_and_torch(Pinn(), step)
     assert result.recompute == 0 and result.total == reference
+    # du/dx runs inside Pinn's forward, but its matmuls are the layers' input gradients and are
+    # charged to them: net.0 2bdd (du/dx) + 4bdd (the loss's weight and input gradients), net.2
+    # likewise with d -> 1. The graph du/dx built is Pinn's own (the root, ""): the rest.
+    by_module = Counter()
+    for (phase, mod, _), v in result.records.items():
+        by_module[phase, mod] += v
+    assert by_module["backward", "net.0"] == 3 * 2 * b * d * d
+    assert by_module["backward", "net.2"] == 3 * 2 * b * d
+    assert set(by_module) == {("forward", "net.0"), ("forward", "net.2"), ("backward", "net.0"),
+                              ("backward", "net.2"), ("backward", "")}
 
 
 def test_a_hand_written_checkpoint_is_recognised_by_its_rerun_modules():

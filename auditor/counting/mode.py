@@ -64,9 +64,9 @@ class ModuleScope:
             h.remove()
 
     def current(self) -> str:
-        if self.stack and torch.is_grad_enabled():
-            # A forward rerun inside the backward (activation checkpointing) enters its modules
-            # again: the stack names them; the engine's node is the one that asked for the rerun.
+        if self.stack and (torch._C._current_graph_task_id() == -1 or self.entered_in_this_backward()):
+            # The forward; or a forward rerun inside the backward (activation checkpointing),
+            # which enters its modules again: the engine's node is the one that asked for it.
             return self.stack[-1]
         node = torch._C._current_autograd_node()
         if node is not None:
