@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def write_atomic(path: str | Path, data: bytes, *, durable: bool = True) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``; the
+    folder is made first where it is missing.
 
     The file is created with mode 0o666 less the umask, like any file the user's own tools
     write. A ``NamedTemporaryFile`` would leave it 0600, which a reviewer's account could not
@@ -16,6 +17,7 @@ def write_atomic(path: str | Path, data: bytes, *, durable: bool = True) -> Path
     leaves the old file or the new one.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:

@@ -114,7 +114,6 @@ def preflight(config: Path, fmt: str, html_path: Path | None, rules: tuple[str, 
         from . import dossier
         from .render import dossier_html
 
-        html_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(html_path, dossier_html(dossier.build(data, run=data["run"], config_path=config)).encode())
         click.echo(f"dossier: {html_path}", err=True)
     from .rules import fails_gate
@@ -187,8 +186,7 @@ def gate(paths, rules, as_of, junit, github) -> None:
             result.results.append(GateResult(path, error=" ".join(str(exc).split())))
     click.echo(render_gate(result))
     if junit:
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_bytes(junit_xml(result))
+        write_atomic(junit, junit_xml(result))
     if github:
         for line in github_annotations(result):
             click.echo(line)
@@ -230,7 +228,6 @@ def report(target: Path, fmt: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(output, text.encode())
         click.echo(str(output))
 

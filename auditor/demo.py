@@ -17,7 +17,6 @@ def run_demo(plan: dict, config_path: Path, out: Path, steps: int, echo: Callabl
     from .counting.hf import build_model, load_config
     from .tracking import ComputeAudit
 
-    out.mkdir(parents=True, exist_ok=True)
     preflight_html = out / "preflight.html"
     write_atomic(preflight_html, dossier_html(dossier.build(plan, run=plan["run"], config_path=config_path)).encode())
 

@@ -82,8 +82,6 @@ def seal(data: dict[str, Any]) -> dict[str, Any]:
 
 def write(data: dict[str, Any], path: str | Path) -> Path:
     """Atomically: a crash leaves the old dossier or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, canonical(data))
 
 

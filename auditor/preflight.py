@@ -127,13 +127,9 @@ def build_model(config, hf_mapping: dict | None = None):
 
     spec, where = config.model, _where(config)
     if spec.hf_config is not None:
-        source = spec.hf_config
-        if isinstance(hf_mapping, dict):
-            source = hf_mapping
-        elif not isinstance(source, dict):
-            source = Path(source)
-            if not source.is_absolute() and getattr(config, "source_path", None):
-                source = Path(config.source_path).parent / source
+        # inline mapping, else what the caller read (a JSON object), else the path the config resolved
+        source = spec.hf_config if isinstance(spec.hf_config, dict) else \
+            hf_mapping if isinstance(hf_mapping, dict) else spec.hf_config_path
         try:
             return build_hf(load_config(source, label=f"{where}: model.hf_config"))
         except CountingError as exc:

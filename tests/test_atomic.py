@@ -51,3 +51,8 @@ def test_replacing_leaves_no_temporary_file_and_a_failed_write_keeps_the_old(tmp
     with pytest.raises(OSError, match="No space"):
         write_atomic(path, b"half")
     assert path.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_a_missing_folder_is_made(tmp_path):
+    path = write_atomic(tmp_path / "a" / "b" / "report.xml", b"<x/>")
+    assert path.read_bytes() == b"<x/>" and [p.name for p in path.parent.iterdir()] == ["report.xml"]

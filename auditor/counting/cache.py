@@ -57,7 +57,6 @@ def store(key: str, value: dict[str, Any]) -> None:
     if folder is None:
         return
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         # not fsynced: a cache entry lost to a power cut is counted again
         write_atomic(folder / f"{key}.json", json.dumps({**value, "key": key}, sort_keys=True).encode(),
                      durable=False)
