@@ -67,15 +67,19 @@ def loaders():
             torch.utils.data.DataLoader(val, batch_size=VAL_BATCH))
 
 
-def fit(module, cb, **trainer_options):
-    torch.manual_seed(0)
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=VAL_BATCHES, accelerator="cpu",
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[cb], **trainer_options)
+def run_fit(trainer, module, ckpt_path=None):
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(num_workers|bottleneck|LightningModule.log).*")
-        trainer.fit(module, *loaders())
+        warnings.filterwarnings("ignore", message=".*(num_workers|bottleneck|LightningModule.log|checkpoint).*")
+        trainer.fit(module, *loaders(), ckpt_path=ckpt_path)
     return trainer
+
+
+def fit(module, cb, *, callbacks=(), ckpt_path=None, **trainer_options):
+    torch.manual_seed(0)
+    trainer = pl.Trainer(limit_train_batches=5, limit_val_batches=VAL_BATCHES, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb, *callbacks],
+                         **({"max_epochs": 1, "accelerator": "cpu"} | trainer_options))
+    return run_fit(trainer, module, ckpt_path)
 
 
 # The sanity check (2 batches) and the end-of-epoch validation (2 batches): all evaluation.
@@ -145,17 +149,6 @@ class LateRestore(pl.strategies.SingleDeviceStrategy):
         return True
 
 
-def fit_epochs(cb, callbacks=(), ckpt_path=None, max_epochs=2, **trainer_options):
-    torch.manual_seed(0)
-    trainer = pl.Trainer(max_epochs=max_epochs, limit_train_batches=5, limit_val_batches=VAL_BATCHES, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[cb, *callbacks], **({"accelerator": "cpu"} | trainer_options))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(num_workers|bottleneck|LightningModule.log|checkpoint).*")
-        trainer.fit(TwoLayers(), *loaders(), ckpt_path=ckpt_path)
-    return trainer
-
-
 @pytest.mark.parametrize("late, strip", [(False, False), (True, False), (False, True)],
                          ids=["restore-before-fit-start", "restore-after-setup", "no-callback-state"])
 def test_fit_from_a_checkpoint_resumes_the_ledger_at_its_step(tmp_path, late, strip):
@@ -164,19 +157,19 @@ def test_fit_from_a_checkpoint_resumes_the_ledger_at_its_step(tmp_path, late, st
     run_dir = tmp_path / "run"
     saver = SaveEachEpoch(tmp_path, run_dir)
     first = AuditCallback(run_dir=run_dir, flush_every_steps=1)
-    fit_epochs(first, [saver])               # two epochs of 5 steps; the ledger is at step 10
+    fit(TwoLayers(), first, callbacks=[saver], max_epochs=2)  # two epochs of 5 steps; the ledger is at step 10
     assert saver.ledger_steps == [5, 10]
     epoch = sum(TRAIN_SIZES) * train_per_sample()
     assert first.audit.total_flops == 2 * epoch
 
     # The run is restarted from the first epoch's checkpoint: steps 6 to 10 are done again.
-    if strip:  # a checkpoint without callback state: on_load_checkpoint is never called
+    if strip:  # a checkpoint saved without callback state
         ckpt = torch.load(saver.paths[0], weights_only=False)
         del ckpt["callbacks"]
         torch.save(ckpt, saver.paths[0])
     again = AuditCallback(run_dir=run_dir, flush_every_steps=1)
     options = {"strategy": LateRestore(torch.device("cpu"))} if late else {}
-    trainer = fit_epochs(again, ckpt_path=saver.paths[0], **options)
+    trainer = fit(TwoLayers(), again, ckpt_path=saver.paths[0], max_epochs=2, **options)
     assert trainer.global_step == 10 and again.audit.steps == 10
     assert again.audit.base_flops == epoch and again.audit.total_flops == 2 * epoch
     report = verify_ledger(run_dir)
@@ -191,12 +184,10 @@ def test_a_second_fit_goes_on_with_the_same_ledger(tmp_path):
 
     run_dir = tmp_path / "run"
     cb = AuditCallback(run_dir=run_dir, flush_every_steps=1)
-    trainer = fit_epochs(cb, max_epochs=1)
+    trainer = fit(TwoLayers(), cb)
     assert verify_ledger(run_dir).closed and verify_ledger(run_dir).step == 5
     trainer.fit_loop.max_epochs = 2
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(num_workers|bottleneck|LightningModule.log).*")
-        trainer.fit(trainer.lightning_module, *loaders())
+    run_fit(trainer, trainer.lightning_module)
     epoch = sum(TRAIN_SIZES) * train_per_sample()
     report = verify_ledger(run_dir)
     assert trainer.global_step == 10 and cb.audit.total_flops == 2 * epoch

@@ -54,9 +54,9 @@ def test_eval_and_no_grad_are_apart():
     assert run.total_flops == sum(MLP_BATCHES) * (3 * per_sample - 2 * 32 * 64)
 
 
-def gpt2():
+def gpt2(**config):
     torch.manual_seed(0)
-    cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=64)
+    cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=64, **config)
     model = GPT2LMHeadModel(cfg)
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
 
@@ -88,13 +88,9 @@ def test_gpt2_varying_lengths_and_accumulation_equal_counting_every_step():
 
 
 def test_gradient_checkpointing_rerun_is_recompute_not_training_compute():
-    torch.manual_seed(0)
-    cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=64,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    model = GPT2LMHeadModel(cfg)
+    model, opt = gpt2(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     # non-reentrant, Hugging Face's default (the method's name before transformers 5: gradient_...)
     getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     with ComputeAudit(model=model, optimizer=opt) as run:
         gpt2_loop(model, opt)
     d, lengths = 64, [16, 16, 32, 16, 24, 32, 32, 8]
