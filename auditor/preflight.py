@@ -124,6 +124,7 @@ def build_model(config, hf_mapping: dict | None = None):
 
     from .counting import CountingError
     from .counting.hf import build_model as build_hf, load_config
+    from .counting.step import error_text
 
     spec, where = config.model, _where(config)
     if spec.hf_config is not None:
@@ -139,13 +140,12 @@ def build_model(config, hf_mapping: dict | None = None):
         try:  # the user's module may fail in any way while it is imported
             factory = getattr(importlib.import_module(module_name), func_name)
         except Exception as exc:
-            raise PreflightError(f"{where}: model.factory: cannot import {spec.factory}: "
-                                 f"{type(exc).__name__}: {exc}") from None
+            raise PreflightError(f"{where}: model.factory: cannot import {spec.factory}: {error_text(exc)}") from None
         try:
             with torch.device("meta"):
                 model = factory(**(spec.kwargs or {}))
         except Exception as exc:
-            raise PreflightError(f"{where}: model.factory: {spec.factory} raised {type(exc).__name__}: {exc}") from None
+            raise PreflightError(f"{where}: model.factory: {spec.factory} raised {error_text(exc)}") from None
         if not isinstance(model, torch.nn.Module):
             raise PreflightError(f"{where}: model.factory: {spec.factory} returned {type(model).__name__}; "
                                  "expected a torch.nn.Module")

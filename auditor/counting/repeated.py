@@ -25,6 +25,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from .result import StepCount
+from .step import error_text
 
 # Attributes that number a block rather than configure it.
 _INDEX_ATTRS = {"layer_idx", "layer_id", "layer_index", "layer_number", "layer_num", "block_idx", "idx", "index"}
@@ -121,7 +122,7 @@ def _run_checked(run: Callable[[], StepCount], lists, keep, pair: tuple | None,
         with _layout(lists, keep):
             result = run()
     except Exception as exc:
-        raise _Fallback(f"the model did not run with a shortened block list ({type(exc).__name__}: {exc})") from exc
+        raise _Fallback(f"the model did not run with a shortened block list ({error_text(exc)})") from exc
     finally:
         for h in hooks:
             h.remove()
