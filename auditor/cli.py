@@ -17,8 +17,11 @@ DEMO_RUN = Path(__file__).parent / "data" / "demo-run.yaml"
 def fail(message: str) -> None:
     """Bad input: one line on stderr naming what is wrong, exit 2, no traceback.
 
-    Libraries' messages may span lines (transformers' validation errors do): folded here."""
-    click.echo("error: " + " ".join(message.split()), err=True)
+    Libraries' messages may span lines (transformers' validation errors do): folded here; control
+    and bidi characters (from a file name, say) are shown as escapes."""
+    from .numbers import printable
+
+    click.echo("error: " + printable(" ".join(message.split())), err=True)
     sys.exit(2)
 
 
@@ -58,6 +61,16 @@ def render_count(result, title: str, depth: int) -> str:
     return "\n".join(lines)
 
 
+ALLOW_PATH_OPTION = click.option("--allow-path", "allow_paths", multiple=True, metavar="DIR",
+                                 type=click.Path(file_okay=False, path_type=Path),
+                                 help="A folder configs may name files in (hf_config, rules) besides their own "
+                                      "repository; repeat for more.")
+MAX_MODULES_OPTION = click.option("--max-modules", type=click.IntRange(min=1), metavar="N",
+                                  help="Refuse to count a model with more than N modules and parameter tensors "
+                                       "(default 500,000: beyond any real model, so a config cannot make counting "
+                                       "run without bound).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="auditor")
 def main() -> None:
@@ -73,14 +86,16 @@ def main() -> None:
 @click.option("--depth", type=click.IntRange(min=0), default=2, show_default=True, help="Module depth of the breakdown.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--no-repeat", is_flag=True, help="Count every block instead of counting repeated blocks once.")
-def count(model_config: Path, seq_len, batch, device, depth, fmt, no_repeat) -> None:
+@MAX_MODULES_OPTION
+def count(model_config: Path, seq_len, batch, device, depth, fmt, no_repeat, max_modules) -> None:
     """Count one training step of a Hugging Face model from its config.json."""
     from .counting import CountingError
     from .counting.hf import count_hf
 
     quiet_libraries()
     try:
-        result = count_hf(model_config, batch=batch, seq_len=seq_len, device=device, repeated_blocks=not no_repeat)
+        result = count_hf(model_config, batch=batch, seq_len=seq_len, device=device, repeated_blocks=not no_repeat,
+                          max_modules=max_modules)
     except CountingError as exc:
         fail(str(exc))
     if fmt == "json":
@@ -104,27 +119,50 @@ AS_OF_OPTION = click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y
               help="Also write the audit dossier as one self-contained HTML file here.")
 @RULES_OPTION
 @AS_OF_OPTION
-def preflight(config: Path, fmt: str, html_path: Path | None, rules: tuple[str, ...], as_of) -> None:
+@ALLOW_PATH_OPTION
+@MAX_MODULES_OPTION
+def preflight(config: Path, fmt: str, html_path: Path | None, rules: tuple[str, ...], as_of, allow_paths,
+              max_modules) -> None:
     """Estimate a training run's compute from its YAML config and judge it against the rules.
 
+    The config is taken as your own: its model factory is imported and run, and its rules: are
+    its judge (the gate trusts a config less: see `auditor gate --help`).
+
     Exit 0 when every blocking rule is clear, 1 when one is crossed or at risk, 2 on bad input."""
-    data = preflight_dict(config, rules, as_of)
-    click.echo(render_preflight(data, fmt))
+    from .policy import Trust
+
+    trust = Trust(allow_paths=tuple(p.resolve() for p in allow_paths), max_modules=max_modules)
+    data = preflight_dict(config, rules, as_of, trust=trust)
+    text = render_preflight(data, fmt)
+    html = None
     if html_path is not None:
         from . import dossier
         from .render import dossier_html
 
-        write_atomic(html_path, dossier_html(dossier.build(data, run=data["run"], config_path=config)).encode())
+        html = dossier_html(dossier.build(data, run=data["run"], config_path=config)).encode()
+    click.echo(text)
+    if html is not None:
+        write_output(html_path, html, "--html")
         click.echo(f"dossier: {html_path}", err=True)
     from .rules import fails_gate
 
     sys.exit(1 if any(fails_gate(v) for v in data["verdicts"]) else 0)
 
 
-def preflight_dict(config: Path, rules=(), as_of=None, *, quiet: bool = False) -> dict:
+def write_output(path: Path, data: bytes, option: str) -> None:
+    """An output file the user named, written whole; one that cannot be written is exit 2, one line."""
+    from .numbers import printable
+
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        fail(f"{option}: cannot write {printable(path)}: {exc.strerror or exc}")
+
+
+def preflight_dict(config: Path, rules=(), as_of=None, *, quiet: bool = False, trust=None) -> dict:
     """Load, validate, estimate and judge; bad input ends the command with exit 2 and one line."""
     try:
-        return assess_or_error(config, rules, as_of, quiet=quiet).to_dict()
+        return assess_or_error(config, rules, as_of, quiet=quiet, trust=trust).to_dict()
     except BadInput as exc:
         fail(str(exc))
 
@@ -133,16 +171,18 @@ class BadInput(Exception):
     pass
 
 
-def assess_or_error(config: Path, rules=(), as_of=None, *, quiet: bool = False):
+def assess_or_error(config: Path, rules=(), as_of=None, *, quiet: bool = False, trust=None):
     from .config import ConfigError
-    from .preflight import PreflightError, assess
+    from .preflight import NeedsTrustedRun, PreflightError, assess
     from .rulefile import RuleError
 
     quiet_libraries()
     progress = None if quiet else (lambda m: click.echo(f"... {m}", err=True))
     try:
         return assess(config, rules=list(rules or ()) or None, as_of=as_of.date() if as_of else None,
-                      progress=progress)
+                      progress=progress, trust=trust)
+    except NeedsTrustedRun:
+        raise
     except (ConfigError, PreflightError, RuleError) as exc:
         raise BadInput(str(exc)) from None
 
@@ -157,36 +197,78 @@ def render_preflight(data: dict, fmt: str) -> str:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@RULES_OPTION
+@click.option("--rules", "rules", multiple=True, metavar="ID-or-PATH",
+              help="The gate's rules: a bundled rule or rule-set id, or a rule file; repeat for more (default: the "
+                   "policy file's, else every bundled rule). A config's own rules: add to these, never replace one.")
 @AS_OF_OPTION
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here.")
 @click.option("--github", is_flag=True, help="Print GitHub Actions annotations on each config's file and line.")
-def gate(paths, rules, as_of, junit, github) -> None:
+@click.option("--policy", type=click.Path(dir_okay=False, path_type=Path),
+              help="A gate policy file (rules, allow_factory, allow_paths, max_modules; docs/security.md). Read it "
+                   "from a trusted branch, never from the pull request under review.")
+@click.option("--allow-factory", "allow_factory", multiple=True, metavar="PATTERN",
+              help="Import and run model factories whose 'module:function' matches PATTERN (fnmatch, e.g. "
+                   "'ourlab.models:*'); repeat for more. Default: none, since a config's factory is code.")
+@ALLOW_PATH_OPTION
+@MAX_MODULES_OPTION
+def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths, max_modules) -> None:
     """Check every training config in PATHS (files or folders) against the rules, for CI.
 
-    Exit 0 when every blocking rule is clear for every config, 1 when one is crossed or at risk,
-    2 when a config is bad input (the others are still checked and reported)."""
-    from .gate import Gate, GateResult, collect_configs, github_annotations, junit_xml, printable
+    The gate runs no code a config names (a model factory) unless --allow-factory or the policy
+    allows it: such a config is judged by its other methods, or fails as needing a trusted run.
+
+    Exit 0 when every blocking rule is clear for every config, 1 when one is crossed or at risk
+    (or a config needs a trusted run), 2 when a config is bad input (the others are still checked
+    and reported, and the JUnit file is written)."""
+    from .config import ConfigError
+    from .gate import Gate, GateResult, collect_configs, github_annotations, junit_xml
+    from .numbers import error_text, printable
+    from .policy import gate_trust, load_policy
+    from .preflight import NeedsTrustedRun
     from .rulefile import RuleError
     from .rules import load_rules
 
-    try:  # checked once, up front: a bad --rules is the command's error, not each config's
+    try:  # checked once, up front: a bad --rules or policy is the command's error, not each config's
         chosen = load_rules(list(rules)) if rules else None
     except RuleError as exc:
         fail(f"--rules: {exc}")
+    if policy is not None:
+        try:
+            loaded = load_policy(policy)
+        except (ConfigError, RuleError) as exc:
+            fail(f"--policy: {exc}")
+        chosen = chosen if chosen is not None else loaded.rules
+        allow_factory = (*loaded.allow_factory, *allow_factory)
+        allow_paths = (*loaded.allow_paths, *allow_paths)
+        max_modules = max_modules or loaded.max_modules
+    trust = gate_trust(allow_factory, allow_paths, max_modules)
     configs, missing = collect_configs(list(paths))
     if not configs and not missing:
         fail(f"no training configs (*.yaml, *.yml) found in {', '.join(printable(p) for p in paths)}")
     result = Gate(results=list(missing))
+    quiet_libraries()
     for n, path in enumerate(configs, 1):
         click.echo(f"[{n}/{len(configs)}] {printable(path)}", err=True)
+        # Nothing a config does ends the gate: every failure is that config's row, and the loop goes on.
         try:
-            result.results.append(GateResult(path, assess_or_error(path, chosen, as_of, quiet=True).to_dict()))
+            result.results.append(GateResult(path, assess_or_error(path, chosen, as_of, quiet=True,
+                                                                   trust=trust).to_dict()))
+        except NeedsTrustedRun as exc:
+            result.results.append(GateResult(path, untrusted=" ".join(str(exc).split())))
         except BadInput as exc:
             result.results.append(GateResult(path, error=" ".join(str(exc).split())))
+        except MemoryError:
+            result.results.append(GateResult(path, error=f"{printable(path)}: ran out of memory while checking it"))
+        except (Exception, SystemExit) as exc:   # a bug of ours: reported, not a traceback, not an exit
+            result.results.append(GateResult(path, error=f"{printable(path)}: internal error while checking it "
+                                                         f"(please report): {error_text(exc)}"))
     click.echo(render_gate(result))
     if junit:
-        write_atomic(junit, junit_xml(result))
+        try:
+            write_atomic(junit, junit_xml(result))
+        except OSError as exc:
+            result.output_error = f"--junit: cannot write {printable(junit)}: {exc.strerror or exc}"
+            click.echo(f"error: {result.output_error}", err=True)
     if github:
         for line in github_annotations(result):
             click.echo(line)
@@ -194,16 +276,17 @@ def gate(paths, rules, as_of, junit, github) -> None:
 
 
 def render_gate(result) -> str:
-    from .gate import printable
+    from .numbers import printable
 
     rows = []
     for r in result.results:
-        if r.error:
-            rows.append([printable(r.path), "-", "bad input", r.error])
+        if r.error or r.untrusted:
+            rows.append([printable(r.path), "-", "bad input" if r.error else "FAIL",
+                         printable(r.error or f"needs a trusted run: {r.untrusted}")])
             continue
         worst = ", ".join(f"{v['rule']} {v['status']}" for v in r.failing) or "clear"
         rows.append([printable(r.path), sci(r.preflight["total_flops"]), "FAIL" if r.failing else "ok", worst])
-    summary = f"\n{len(result.results)} configs: {sum(1 for r in result.results if r.failing)} failing, " \
+    summary = f"\n{len(result.results)} configs: {sum(1 for r in result.results if r.fails)} failing, " \
               f"{sum(1 for r in result.results if r.error)} bad input"
     return table(["config", "FLOPs", "gate", "blocking rules crossed or at risk"], rows) + summary
 
@@ -215,35 +298,73 @@ def render_gate(result) -> str:
 def report(target: Path, fmt: str, output: Path | None) -> None:
     """Render a sealed dossier (a RUN_DIR holding dossier.json, or the file) as text, JSON, Markdown or HTML.
 
-    The dossier is verified first: one that does not verify is refused (exit 2; see `auditor verify`)."""
+    The dossier is verified first, as `auditor verify` does without keys (its seal, and its figures
+    against its ledger): one that does not verify is refused (exit 2)."""
     from . import dossier
     from .render import dossier_html, dossier_markdown, dossier_text
+    from .verify import check
 
     try:
         data = dossier.load(target)
     except dossier.DossierError as exc:
         fail(str(exc))
+    found = check(target)
+    if found.code:
+        fail(f"{found.problems[0].removeprefix('error: ')} (the dossier does not verify: see auditor verify)")
     text = {"json": lambda: dossier.canonical(data).decode(), "md": lambda: dossier_markdown(data),
             "html": lambda: dossier_html(data), "text": lambda: dossier_text(data)}[fmt]()
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
-        write_atomic(output, text.encode())
+        write_output(output, text.encode(), "-o")
         click.echo(str(output))
 
 
 @main.command()
 @click.argument("target", type=click.Path(path_type=Path))
-def verify(target: Path) -> None:
-    """Check a RUN_DIR (its ledger's hash chain and its sealed dossier) or a dossier file.
+@click.option("--trusted-key", "trusted_keys", multiple=True, metavar="NAME.pub",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A public key whose signatures are trusted (auditor keys new); repeat for more. With one, a "
+                   "ledger head or dossier not signed by a trusted key fails (exit 1).")
+def verify(target: Path, trusted_keys) -> None:
+    """Check a RUN_DIR (its ledger's hash chain, its sealed dossier, that their figures agree, and
+    their signatures) or a dossier or ledger file.
 
-    Exit 0 intact, 1 tampered (saying what differs: the first bad record, or the seal), 2 unreadable."""
+    Without --trusted-key this proves integrity against accident only: whoever can edit the files
+    can recompute every hash. Exit 0 intact, 1 tampered (saying what differs: the first bad record,
+    the seal, a figure, a signature), 2 unreadable."""
+    from .signing import SigningError, TrustedKey
     from .verify import verify_target
 
-    code, lines = verify_target(target)
+    try:
+        keys = [TrustedKey.load(path) for path in trusted_keys]
+    except SigningError as exc:
+        fail(f"--trusted-key: {exc}")
+    code, lines = verify_target(target, keys)
     for stream, line in lines:
         click.echo(line, err=stream == "err")
     sys.exit(code)
+
+
+@main.group()
+def keys() -> None:
+    """Signing keys (Ed25519) for ledgers and dossiers: see docs/security.md."""
+
+
+@keys.command("new")
+@click.argument("name", type=click.Path(dir_okay=False, path_type=Path))
+def keys_new(name: Path) -> None:
+    """Write NAME.key (the private key, mode 0600; keep it out of run folders and repositories) and
+    NAME.pub (give it to reviewers: auditor verify --trusted-key NAME.pub). Never overwrites a key."""
+    from .signing import SigningError, TrustedKey, new_keypair
+
+    try:
+        key_path, pub_path = new_keypair(name)
+    except SigningError as exc:
+        fail(str(exc))
+    click.echo(f"private key: {key_path} (mode 0600; use it with ComputeAudit(signing_key=...) or "
+               f"AUDITOR_SIGNING_KEY)")
+    click.echo(f"public key:  {pub_path} (key id {TrustedKey.load(pub_path).keyid})")
 
 
 @main.group()

@@ -14,13 +14,26 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
                       ValidationInfo, WithJsonSchema, model_validator)
 
-from .numbers import (import_path, join_words, positive_count, positive_number, printable_text, short,
+from .safefiles import FileRefused, kind_of, outside, read_regular, repository_root
+from .numbers import (import_path, join_words, printable, positive_count, positive_number, printable_text, short,
                       suggest, unit_band)
 
 MODALITIES = ("text", "code", "image", "video", "audio", "speech", "biology", "multimodal", "other")
 MODEL_KINDS = ("hf_config", "factory", "parameters")
 MAX_SEQ_LEN = 10_000_000
 MAX_FILE_BYTES = 1_000_000
+
+
+def allowed_roots(base_dir: Path, allow_paths=()) -> list[Path]:
+    """Where files a config names may be: its repository (safefiles.repository_root), and the
+    folders the caller allows besides."""
+    return [repository_root(base_dir), *(Path(p).resolve() for p in allow_paths)]
+
+
+def printable_path(path: Path | str, limit: int = 100) -> str:
+    """A path for a message: control and bidi characters escaped, long ones cut at the front."""
+    text = printable(path)
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
 
 
 class ConfigError(Exception):
@@ -95,16 +108,22 @@ def _accelerator(value: Any) -> str:
     raise ValueError(f"got {short(value)}; expected an accelerator id from the table: {listed}{suggest(text, ids)}")
 
 
-def _rules(value: Any) -> list[str]:
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"got {short(value)}; expected a non-empty list of rule ids or rule file paths, "
-                         f"e.g. [eu-ai-act-systemic-risk] (leave rules out for every rule)")
-    for i, item in enumerate(value):
+def text_list(value: Any, *, expected: str, item: str, limit: int, non_empty: bool = False) -> list[str]:
+    """A list of printable strings (printable_text each), a bad item named by its index."""
+    if not isinstance(value, list) or (non_empty and not value):
+        raise ValueError(f"got {short(value)}; expected {expected}")
+    for i, text in enumerate(value):
         try:
-            printable_text(item, "a rule id or a rule file path", 1000)
+            printable_text(text, item, limit)
         except ValueError as exc:
             raise _FieldError(str(exc), i) from None
     return value
+
+
+def _rules(value: Any) -> list[str]:
+    return text_list(value, expected="a non-empty list of rule ids or rule file paths, e.g. "
+                                     "[eu-ai-act-systemic-risk] (leave rules out for every rule)",
+                     item="a rule id or a rule file path", limit=1000, non_empty=True)
 
 
 # ----- sections
@@ -168,15 +187,20 @@ class ModelSection(_Section):
             raise _FieldError(f"got {self.active_parameters}; expected at most parameters ({self.parameters})",
                               "active_parameters")
         if isinstance(self.hf_config, str):
-            base = Path((info.context or {}).get("base_dir") or Path.cwd())
+            context = info.context or {}
+            base = Path(context.get("base_dir") or Path.cwd())
+            roots = context.get("roots") or allowed_roots(base)
             try:
                 path = (base / self.hf_config).resolve()
-                problem = None if path.is_file() else "is a directory, not a file" if path.is_dir() else "no such file"
+                # confined first: nothing is said about a file outside (not even whether it exists)
+                problem = "outside the config's repository" if outside(path, roots) else kind_of(path)
             except (OSError, RuntimeError) as exc:      # a name too long, a symlink loop
                 path, problem = base / self.hf_config, getattr(exc, "strerror", None) or "a symlink loop"
             if problem:
-                path = str(path) if len(str(path)) <= 100 else "..." + str(path)[-97:]
-                raise _FieldError(f"got {short(self.hf_config)} ({problem}: {path}); expected a Hugging Face "
+                shown = printable_path(path)
+                where = f"{problem}: {shown}" if problem != "outside the config's repository" else \
+                    f"{problem}, {printable_path(roots[0])}; allow another folder with --allow-path"
+                raise _FieldError(f"got {short(self.hf_config)} ({where}); expected a Hugging Face "
                                   f"config.json path, relative to the config's folder, or an inline mapping "
                                   f"with model_type", "hf_config")
             self._hf_config_path = path
@@ -298,8 +322,21 @@ class RunConfig(_Section):
 
 # ----- loading
 
+MAX_YAML_NODES = 100_000   # values in a document with every alias expanded; a training config has hundreds
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing duplicate keys (which safe_load would silently take the last of)."""
+    """PyYAML's safe loader, refusing duplicate keys (which safe_load would silently take the last of)
+    and documents whose aliases expand past MAX_YAML_NODES values.
+
+    An alias is one shared object to the loader, so nine nested aliases of nine items (under 1 KB,
+    "billion laughs") load at once, and then cost gigabytes in whatever walks them: validation, the
+    count cache's JSON. The expanded size is computed on the node graph (each node once), before
+    anything is built."""
+
+    def construct_document(self, node):
+        _check_expansion(node)
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -311,6 +348,32 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                                             key_node.start_mark)
                 seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _check_expansion(root) -> None:
+    sizes: dict[int, int | None] = {}   # id(node) -> expanded size; None while being measured
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            if sizes[key] is None:
+                raise yaml.constructor.ConstructorError(None, None, "found a recursive alias (an anchor used "
+                                                        "inside itself)", node.start_mark)
+            return sizes[key]
+        sizes[key] = None
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else ()
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"over {MAX_YAML_NODES:_} values once its aliases are expanded (an alias bomb?)",
+                    node.start_mark)
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def _path(loc: tuple) -> str:
@@ -332,56 +395,84 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def run_config_from_mapping(data: Any, *, source: str = "<config>", base_dir: str | Path | None = None) -> RunConfig:
-    """Validate parsed YAML. ``base_dir``: where relative paths start (default: the working directory)."""
+def run_config_from_mapping(data: Any, *, source: str = "<config>", base_dir: str | Path | None = None,
+                            allow_paths=()) -> RunConfig:
+    """Validate parsed YAML. ``base_dir``: where relative paths start (default: the working directory).
+    Files it names must lie in base_dir's repository or under one of ``allow_paths``."""
     if not isinstance(data, dict):
         got = "an empty file" if data is None else type(data).__name__
         raise ConfigError(f"{source}: expected a mapping at the top level, got {got}", source=source)
+    base = Path(base_dir) if base_dir else Path.cwd()
     try:
-        return RunConfig.model_validate(data, context={"base_dir": Path(base_dir) if base_dir else Path.cwd()})
+        return RunConfig.model_validate(data, context={"base_dir": base, "roots": allowed_roots(base, allow_paths)})
     except ValidationError as exc:
-        problems = _problems(exc)
+        raise validation_error(exc, source, ConfigError) from None
+
+
+def validation_error(exc: ValidationError, source: str, error: type) -> Exception:
+    """One line for a failed validation: the file, then its first three problems (field: what)."""
+    problems = _problems(exc)
     shown = [f"{field}: {text}" if field else text for field, text in problems[:3]]
     more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-    raise ConfigError(f"{source}: " + "; ".join(shown) + more, source=source, field=problems[0][0] or None)
+    return error(f"{source}: " + "; ".join(shown) + more, source=source, field=problems[0][0] or None)
 
 
-def parse_run_config(text: str, *, source: str = "<config>", base_dir: str | Path | None = None) -> RunConfig:
-    """A RunConfig from YAML text; ``source`` names it in messages."""
+def read_yaml_file(path: str | Path, what: str, *, loader=None, error: type = None) -> Any:
+    """The parsed YAML of a file of at most MAX_FILE_BYTES: a regular file, UTF-8, safe YAML with
+    unique keys and bounded aliases. ``error`` (default ConfigError) is raised with one line naming
+    the file; ``what`` says what was expected ('a YAML config')."""
+    error = error or ConfigError
+    path, source = Path(path), str(path)
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        raw = read_regular(path, MAX_FILE_BYTES)
+    except FileRefused as exc:
+        raise error(f"{source}: the file {exc}; expected {what}", source=source) from None
+    except OSError as exc:
+        raise error(f"{source}: cannot read the file: {exc.strerror or exc}", source=source) from None
+    return parse_yaml_text(raw, source, loader=loader, error=error)
+
+
+def parse_yaml_text(text: str | bytes, source: str, *, loader=None, error: type = None) -> Any:
+    """YAML text (or UTF-8 bytes) parsed with ``loader`` (default: unique keys, bounded aliases);
+    ``error`` (default ConfigError) with one line for anything that is not valid YAML."""
+    error, loader = error or ConfigError, loader or _UniqueKeyLoader
+
+    def fail(message: str):
+        return error(f"{source}: {message}", source=source)
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise fail(f"not UTF-8 text (byte 0x{text[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
         mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context or "unreadable"
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         if exc.context and problem.startswith("but "):          # "expected a single document ... but found another"
             problem = f"{exc.context}, {problem}"
-        raise ConfigError(f"{source}: not valid YAML{where}: {problem}", source=source) from None
+        raise fail(f"not valid YAML{where}: {problem}") from None
     except yaml.reader.ReaderError as exc:
         char = exc.character if isinstance(exc.character, int) else ord(exc.character)
-        raise ConfigError(f"{source}: not valid YAML (offset {exc.position}): U+{char:04X} is not allowed in YAML",
-                          source=source) from None
+        raise fail(f"not valid YAML (offset {exc.position}): U+{char:04X} is not allowed in YAML") from None
     except (yaml.YAMLError, ValueError, RecursionError) as exc:    # huge ints, deep nesting
         detail = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split())
-        raise ConfigError(f"{source}: not valid YAML: {detail}", source=source) from None
-    return run_config_from_mapping(data, source=source, base_dir=base_dir)
+        raise fail(f"not valid YAML: {detail}") from None
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    """Read and check one training-run YAML file; raise ConfigError naming the file and field on any problem."""
-    path, source = Path(path), str(path)
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read the file: {exc.strerror or exc}", source=source) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"{source}: the file is over {MAX_FILE_BYTES:_} bytes; expected a YAML config", source=source)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
-                          source=source) from None
-    config = parse_run_config(text, source=source, base_dir=path.parent.resolve())
+def parse_run_config(text: str, *, source: str = "<config>", base_dir: str | Path | None = None,
+                     allow_paths=()) -> RunConfig:
+    """A RunConfig from YAML text; ``source`` names it in messages."""
+    data = parse_yaml_text(text, source)
+    return run_config_from_mapping(data, source=source, base_dir=base_dir, allow_paths=allow_paths)
+
+
+def load_run_config(path: str | Path, *, allow_paths=()) -> RunConfig:
+    """Read and check one training-run YAML file; raise ConfigError naming the file and field on any problem.
+    Files the config names must lie in its repository, or under one of ``allow_paths``."""
+    path = Path(path)
+    data = read_yaml_file(path, "a YAML config")
+    config = run_config_from_mapping(data, source=str(path), base_dir=path.parent.resolve(), allow_paths=allow_paths)
     config._source_path = path.resolve()
     return config
 

@@ -16,9 +16,11 @@ from typing import Any
 
 from .atomic import write_atomic
 from .resources import installed_version
+from .safefiles import FileRefused, describe, read_regular
 
 SCHEMA_VERSION = "1"
 DOSSIER_NAME = "dossier.json"
+MAX_BYTES = 256_000_000
 
 
 class DossierError(Exception):
@@ -38,8 +40,9 @@ def digest(data: dict[str, Any]) -> str:
 
 
 def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str | Path | None = None,
-          tracked: dict[str, Any] | None = None, created: datetime | None = None) -> dict[str, Any]:
-    """A sealed dossier from a preflight's dict and/or a tracked run's summary."""
+          tracked: dict[str, Any] | None = None, created: datetime | None = None, signer=None) -> dict[str, Any]:
+    """A sealed dossier from a preflight's dict and/or a tracked run's summary; signed by ``signer``
+    (signing.SigningKey) where given."""
     from . import __version__
 
     data: dict[str, Any] = {
@@ -66,17 +69,37 @@ def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str
     if tracked:
         data["tracked"] = {k: tracked[k] for k in ("eval_flops", "recompute_flops", "steps", "series", "ledger")
                            if k in tracked}
-    return seal(data)
+    return seal(data, signer)
+
+
+def ledger_head(data: dict[str, Any]) -> str | None:
+    """The ledger head a tracked dossier names (None for a plan, or where it is missing)."""
+    tracked = data.get("tracked")
+    ledger = tracked.get("ledger") if isinstance(tracked, dict) else None
+    head = ledger.get("head") if isinstance(ledger, dict) else None
+    return head if isinstance(head, str) else None
 
 
 def _seal_of(data: dict[str, Any]) -> dict[str, str]:
-    head = (data.get("tracked") or {}).get("ledger", {}).get("head")
+    head = ledger_head(data)
     return {"algorithm": "sha256", "digest": digest(data), **({"ledger_head": head} if head else {})}
 
 
-def seal(data: dict[str, Any]) -> dict[str, Any]:
+def seal(data: dict[str, Any], signer=None) -> dict[str, Any]:
+    """``data`` with its seal: the digest of the rest and, with ``signer``, a DSSE envelope over an
+    in-toto Statement of that digest. The signer's key id goes into the sealed content too, so a
+    signature removed later is seen without the public key."""
     data = {k: v for k, v in data.items() if k != "seal"}
+    if signer is not None:
+        data["signer"] = {"keyid": signer.keyid, "name": signer.name}
     data["seal"] = _seal_of(data)
+    if signer is not None:
+        from .signing import DOSSIER_PREDICATE, statement
+
+        predicate = {"run": data.get("run"), "kind": data.get("kind"), "total_flops": data.get("total_flops"),
+                     "ledger_head": ledger_head(data)}
+        data["seal"]["signature"] = signer.sign(statement(DOSSIER_NAME, data["seal"]["digest"], DOSSIER_PREDICATE,
+                                                          predicate))
     return data
 
 
@@ -94,9 +117,9 @@ def load(target: str | Path) -> dict[str, Any]:
     """Read and verify; DossierError(tampered=True) says what differs."""
     path = locate(target)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DossierError(f"{path}: cannot read the dossier: {exc.strerror}") from None
+        raw = read_regular(path, MAX_BYTES)
+    except (OSError, FileRefused) as exc:
+        raise DossierError(f"{path}: cannot read the dossier: {describe(exc)}") from None
     try:
         data = json.loads(raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -104,13 +127,17 @@ def load(target: str | Path) -> dict[str, Any]:
                            tampered=True) from None
     if not isinstance(data, dict) or not isinstance(data.get("seal"), dict):
         raise DossierError(f"{path}: no seal: not a dossier, or its seal was removed", tampered=True)
-    stored, expected = data["seal"], _seal_of(data)
+    stored = {k: v for k, v in data["seal"].items() if k != "signature"}
+    expected = _seal_of(data)
     if stored.get("digest") != expected["digest"]:
         raise DossierError(f"{path}: tampered: the content's SHA-256 is {expected['digest'][:16]}..., the seal says "
                            f"{str(stored.get('digest'))[:16]}...", tampered=True)
     if stored != expected:  # the algorithm, or a ledger head that differs from the sealed content's
         differs = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
         raise DossierError(f"{path}: tampered: the seal's {', '.join(differs)} do not match its content",
+                           tampered=True)
+    if "signer" in data and "signature" not in data["seal"]:
+        raise DossierError(f"{path}: tampered: the dossier names its signer but its signature was removed",
                            tampered=True)
     if raw != canonical(data):
         where = next((i for i, (a, b) in enumerate(zip(raw, canonical(data))) if a != b), min(len(raw), len(canonical(data))))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .numbers import printable
 from .rules import GATE_FAILING, fails_gate
 
 
@@ -18,6 +19,7 @@ class GateResult:
     path: Path
     preflight: dict[str, Any] | None = None   # the preflight's dict, verdicts filled in
     error: str | None = None                  # one line, for bad input
+    untrusted: str | None = None              # one line: no method could run without the config's code
 
     @property
     def verdicts(self) -> list[dict[str, Any]]:
@@ -27,21 +29,23 @@ class GateResult:
     def failing(self) -> list[dict[str, Any]]:
         return [v for v in self.verdicts if fails_gate(v)]
 
+    @property
+    def fails(self) -> bool:
+        """Fails the gate (exit 1): a blocking rule crossed or at risk, or a compute nobody could
+        establish without running untrusted code (never silently passed)."""
+        return bool(self.failing) or self.untrusted is not None
+
 
 @dataclass
 class Gate:
     results: list[GateResult] = field(default_factory=list)
+    output_error: str | None = None           # a report file (--junit) that could not be written
 
     @property
     def exit_code(self) -> int:
-        if any(r.error for r in self.results):
+        if self.output_error or any(r.error for r in self.results):
             return 2
-        return 1 if any(r.failing for r in self.results) else 0
-
-
-def printable(name: Any) -> str:
-    """A file name as text a terminal and XML can hold: control characters shown as escapes."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
+        return 1 if any(r.fails for r in self.results) else 0
 
 
 def collect_configs(paths: list[Path]) -> tuple[list[Path], list[GateResult]]:
@@ -64,9 +68,12 @@ def field_line(path: Path) -> int:
     model), from the parsed YAML so that inline mappings work too; 1 when not found."""
     import yaml
 
+    from .config import MAX_FILE_BYTES
+    from .safefiles import read_regular
+
     try:
-        root = yaml.compose(path.read_text(errors="replace"))
-    except (OSError, yaml.YAMLError):
+        root = yaml.compose(read_regular(path, MAX_FILE_BYTES).decode("utf-8", errors="replace"))
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return 1
     if not isinstance(root, yaml.MappingNode):
         return 1
@@ -83,7 +90,8 @@ def field_line(path: Path) -> int:
 
 
 def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """GitHub's own escapes for %, CR and LF; any other control or bidi character as its escape."""
+    return printable(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def _escape_property(text: str) -> str:
@@ -94,9 +102,10 @@ def github_annotations(gate: Gate) -> list[str]:
     """GitHub Actions workflow commands: ::error / ::warning file=...,line=...,title=...::message."""
     out = []
     for r in gate.results:
-        if r.error:
+        if r.error or r.untrusted:
+            title = "auditor: bad config" if r.error else "auditor: needs a trusted run"
             out.append(f"::error file={_escape_property(printable(r.path))},line=1,"
-                       f"title={_escape_property('auditor: bad config')}::{_escape_data(r.error)}")
+                       f"title={_escape_property(title)}::{_escape_data(r.error or r.untrusted)}")
             continue
         line = field_line(r.path)
         for v in r.verdicts:
@@ -120,14 +129,21 @@ def junit_xml(gate: Gate) -> bytes:
     for r in gate.results:
         if r.error:
             case = ET.SubElement(suite, "testcase", classname=printable(r.path), name="config")
-            ET.SubElement(case, "error", message=r.error, type="bad_input").text = r.error
+            ET.SubElement(case, "error", message=printable(r.error), type="bad_input").text = printable(r.error)
             counts["tests"] += 1
             counts["errors"] += 1
             continue
-        for v in r.verdicts:
-            case = ET.SubElement(suite, "testcase", classname=printable(r.path), name=v["rule"])
+        if r.untrusted:
+            case = ET.SubElement(suite, "testcase", classname=printable(r.path), name="trusted-run")
+            text = printable(r.untrusted)
+            ET.SubElement(case, "failure", message=text, type="needs_trusted_run").text = text
             counts["tests"] += 1
-            text = f"{v['status']}: margin {v['margin']:.3f}; {v.get('reason', '')}".strip()
+            counts["failures"] += 1
+            continue
+        for v in r.verdicts:
+            case = ET.SubElement(suite, "testcase", classname=printable(r.path), name=printable(v["rule"]))
+            counts["tests"] += 1
+            text = printable(f"{v['status']}: margin {v['margin']:.3f}; {v.get('reason', '')}".strip())
             if v["status"] == "not_in_force":
                 ET.SubElement(case, "skipped", message=text)
                 counts["skipped"] += 1

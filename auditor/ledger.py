@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 FILENAME = "ledger.jsonl"
+SIGNATURE_FILENAME = "ledger.head.dsse.json"   # a DSSE envelope over the latest flushed head (signing.py)
 ZERO = "0" * 64
 KINDS = ("start", "interval", "resume", "close")
 REQUIRED = {"seq": int, "time": str, "step": int, "flops": int, "total": int, "kind": str, "prev": str, "hash": str}
@@ -44,6 +45,10 @@ def canonical(record: dict) -> bytes:
 def record_hash(record: dict) -> str:
     """SHA-256 (hex) of the canonical record without its ``hash`` field."""
     return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+def _time(record: dict) -> datetime:
+    return datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
 
 
 def check_record(rec, raw: bytes, last: dict | None) -> str | None:
@@ -74,6 +79,10 @@ def check_record(rec, raw: bytes, last: dict | None) -> str | None:
         ((kind == "start") != (last is None), "a start record comes first, and only first"),
         (last is not None and last["kind"] == "close" and kind != "resume", "a record after close, not a resume"),
         (min(rec["flops"], rec.get("eval_flops", 0), rec.get("recompute_flops", 0)) < 0, "negative flops"),
+        (kind in ("start", "resume", "close") and (rec["flops"] or rec.get("eval_flops") or rec.get("recompute_flops")),
+         f"a {kind} record carries FLOPs (only interval records do)"),
+        (last is not None and _time(rec) < _time(last),
+         f"time goes backwards ({rec['time']} after {(last or {}).get('time')})"),
         (rec.get("ranks", 1) < 1, "ranks < 1"),
         (rec["total"] != base + rec["flops"], f"total {rec['total']} != previous total {base} + flops {rec['flops']}"),
         (step < 0 or (last is not None and step < last["step"]), f"step goes backwards or below 0 ({step})"),
@@ -104,8 +113,9 @@ def ledger_path(path) -> Path:
     return Path(path) / FILENAME if Path(path).is_dir() else Path(path)
 
 
-def _read(path: Path, keep: bool = True, cut_step: int | None = None):
-    """Scan line by line; also (end, record) of the last valid record with step <= cut_step."""
+def _read(path: Path, keep: bool = True, cut_step: int | None = None, visit=None):
+    """Scan line by line; also (end, record) of the last valid record with step <= cut_step.
+    ``visit(record)`` is called on each valid record (a streaming reader keeps none)."""
     st, cut = LedgerState(path), (0, None)
     with open(path, "rb") as fh:
         line, lineno = fh.readline(), 0
@@ -132,6 +142,8 @@ def _read(path: Path, keep: bool = True, cut_step: int | None = None):
             st.count, st.last, st.end = st.count + 1, rec, st.end + len(line)
             if keep:
                 st.records.append(rec)
+            if visit is not None:
+                visit(rec)
             if cut_step is not None and rec["step"] <= cut_step:
                 cut = (st.end, rec)
             line = nxt
@@ -170,11 +182,12 @@ class VerifyResult:
                 f"({self.total:.3e}), head {self.head}{tail}")
 
 
-def verify_ledger(path) -> VerifyResult:
-    """Check the chain: a closed ledger must end cleanly, an open (crashed) one may end in a torn tail."""
+def verify_ledger(path, visit=None) -> VerifyResult:
+    """Check the chain: a closed ledger must end cleanly, an open (crashed) one may end in a torn tail.
+    ``visit(record)``: called on each valid record, in order."""
     path = ledger_path(path)
     try:
-        st, bad = _read(path, keep=False)[0], None
+        st, bad = _read(path, keep=False, visit=visit)[0], None
     except LedgerError as exc:
         st, bad = exc.state, BadRecord(exc.seq, exc.line, exc.reason)
     if st.torn is not None and (st.torn_damaged or st.closed):
@@ -184,15 +197,16 @@ def verify_ledger(path) -> VerifyResult:
                         st.torn is not None, len(st.torn or b""), bad)
 
 
-def check_ledger(path) -> tuple[int, str, VerifyResult | None]:
+def check_ledger(path, visit=None) -> tuple[int, str, VerifyResult | None]:
     """(exit code, one line, result) for ``auditor verify`` (``path``: a RUN_DIR or the ledger file):
     0 intact or 1 tampered/damaged with the summary; 2 with an ``error:`` line when missing,
-    unreadable, empty or not a ledger."""
+    unreadable, empty or not a ledger. ``visit``: as verify_ledger's."""
     target = ledger_path(path)
     try:
         if not target.is_file():
-            raise ValueError(f"{path} holds no {FILENAME}" if Path(path).is_dir() else f"{path} does not exist")
-        result = verify_ledger(target)
+            raise ValueError(f"{path} holds no {FILENAME}" if Path(path).is_dir() else
+                             f"{path} is not a regular file" if target.exists() else f"{path} does not exist")
+        result = verify_ledger(target, visit)
         if not result.ok and not any(m in target.read_bytes() for m in (b'"prev":"', b'"hash":"', b'"total":')):
             raise ValueError(f"{target}: not an auditor ledger")  # one changed byte cannot remove all three
         if result.bad is None and not result.records:
@@ -247,23 +261,26 @@ class Ledger:
     flush(), close(), interpreter exit, and when dropped unclosed (then with no close record)."""
 
     def __init__(self, run_dir, *, flush_every_steps: int | None = None, flush_every_seconds: float | None = None,
-                 meta: dict | None = None):
-        self._open(run_dir, flush_every_steps, flush_every_seconds)
+                 meta: dict | None = None, signer=None):
+        """``signer`` (signing.SigningKey): each flush also writes RUN_DIR/ledger.head.dsse.json, a
+        signed Statement of the head just made durable, and the start record names the key."""
+        self._open(run_dir, flush_every_steps, flush_every_seconds, signer)
         if os.fstat(self._fd).st_size:
             self._release()
             raise LedgerError(f"{self.path} already holds a ledger; continue it with "
                               f"Ledger.resume(run_dir, checkpoint_step), or use a new run directory")
-        self._emit("start", 0, 0, {"meta": meta})
+        self._emit("start", 0, 0, {"meta": self._signed_meta(meta)})
         self.flush()
 
     @classmethod
     def resume(cls, run_dir, checkpoint_step: int, *, flush_every_steps: int | None = None,
-               flush_every_seconds: float | None = None, meta: dict | None = None) -> tuple["Ledger", int]:
+               flush_every_seconds: float | None = None, meta: dict | None = None,
+               signer=None) -> tuple["Ledger", int]:
         """Continue a run restarted from its checkpoint at ``checkpoint_step`` (the truth): set a torn tail
         aside (ledger.torn.<n>), and the records after the checkpoint (ledger.rolledback.<n>), truncate,
         append a ``resume`` record. Returns the ledger and the total carried over (docs/ledger.md)."""
         self, step = cls.__new__(cls), _count(checkpoint_step, "checkpoint_step")
-        self._open(run_dir, flush_every_steps, flush_every_seconds)
+        self._open(run_dir, flush_every_steps, flush_every_seconds, signer)
         try:
             st, (cut_end, cut) = _read(self.path, keep=False, cut_step=step)
             if cut is None and step:  # (a start record is at step 0, before any checkpoint)
@@ -283,6 +300,8 @@ class Ledger:
             if cut_end < os.fstat(self._fd).st_size:
                 os.ftruncate(self._fd, cut_end)
                 os.fsync(self._fd)
+            for offset in range(0, cut_end, 1 << 20):  # the kept bytes, for the signed head's digest
+                self._digest.update(os.pread(self._fd, min(1 << 20, cut_end - offset), offset))
             if cut is not None and cut["step"] < step:
                 info["unrecorded_steps"] = [cut["step"], step]
                 warnings.warn(f"{self.path}: the last record at or before the checkpoint is at step {cut['step']}, "
@@ -290,7 +309,7 @@ class Ledger:
                               f"before saving a checkpoint)", RuntimeWarning, stacklevel=2)
             self._last, self._flushed_step = cut, 0 if cut is None else cut["step"]
             # nothing recorded yet (a crash before the start record): begin afresh, at step 0
-            self._emit("resume" if cut else "start", step, 0, {"meta": {**(meta or {}), **info}})
+            self._emit("resume" if cut else "start", step, 0, {"meta": self._signed_meta({**(meta or {}), **info})})
             self.flush()
             return self, self.total
         except BaseException:
@@ -332,7 +351,32 @@ class Ledger:
                     raise LedgerError(f"{self.path}: write failed ({exc.strerror}); the ledger is valid up to its "
                                       f"last whole line: resume it to continue") from exc
                 self._flushed_step = self._last["step"]
+                self._digest.update(data.obj)
+                self._sign_head()
             self._flushed_at = time.monotonic()
+
+    def _signed_meta(self, meta: dict | None) -> dict | None:
+        """The start or resume record's meta, naming the signing key: a ledger that names one and
+        lacks its signature file had it removed (verify says so even without the public key)."""
+        return {**(meta or {}), "signer": self._signer.keyid} if self._signer is not None else meta
+
+    def _sign_head(self) -> None:
+        """After the head is durable: a signed Statement of it (the file's digest so far, its figures)."""
+        if self._signer is None:
+            return
+        from .atomic import write_atomic
+        from .signing import LEDGER_PREDICATE, statement
+
+        last = self._last
+        predicate = {"seq": last["seq"], "head": last["hash"], "total": last["total"], "step": last["step"],
+                     "kind": last["kind"], "bytes": os.fstat(self._fd).st_size}
+        envelope = self._signer.sign(statement(FILENAME, self._digest.hexdigest(), LEDGER_PREDICATE, predicate))
+        try:
+            write_atomic(self.run_dir / SIGNATURE_FILENAME, canonical(envelope) + b"\n")
+        except OSError as exc:
+            self._broken = True
+            raise LedgerError(f"{self.run_dir / SIGNATURE_FILENAME}: write failed ({exc.strerror}); the ledger is "
+                              f"valid, its head unsigned: resume it to continue") from exc
 
     def close(self, step: int | None = None, **extra) -> dict | None:
         """Write a ``close`` record (at ``step``, default the last), flush, release. None if closed."""
@@ -349,8 +393,8 @@ class Ledger:
             self.flush()
             self._release()
 
-    def _open(self, run_dir, every_steps, every_seconds) -> None:
-        self._fd = None
+    def _open(self, run_dir, every_steps, every_seconds, signer=None) -> None:
+        self._fd, self._signer, self._digest = None, signer, hashlib.sha256()
         every_steps = None if every_steps is None else _count(every_steps, "flush_every_steps", 1)
         if every_seconds is not None and (isinstance(every_seconds, bool) or not every_seconds > 0):
             raise ValueError(f"flush_every_seconds must be a positive number, not {every_seconds!r}")
@@ -383,7 +427,10 @@ class Ledger:
             raise ValueError(f"step {step} is before the last recorded step {self._last['step']} (steps never decrease)")
         if unknown := set(extra) - {*EXTRA_INTS, "meta"}:
             raise TypeError(f"not an optional ledger field: {', '.join(sorted(unknown))}")
-        body = {"seq": self.seq + 1, "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if self._last is not None and now < self._last["time"]:
+            now = self._last["time"]          # the wall clock stepped back: records never do
+        body = {"seq": self.seq + 1, "time": now,
                 "step": step, "flops": flops, "total": self.total + flops, "kind": kind, "prev": self.head}
         for key, minimum in EXTRA_INTS.items():
             if extra.get(key) is not None:

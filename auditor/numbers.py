@@ -167,6 +167,18 @@ def printable_text(value: Any, what: str, limit: int) -> str:
     return value
 
 
+def printable(text: Any) -> str:
+    """Any text as a terminal, a log or XML can hold it: control, bidi and other non-printable
+    characters shown as their escapes (U+202E as \\u202e), the rest as it is."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def error_text(exc: BaseException, *, with_type: bool = True, limit: int = 600) -> str:
+    """A library's exception as one line of an error message (some span several lines), printable."""
+    text = printable(" ".join((f"{type(exc).__name__}: {exc}" if with_type else str(exc)).split()))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def import_path(value: Any) -> str:
     """'package.module:function' (ASCII identifiers, one colon; the attribute may be dotted). Not imported here."""
     text = printable_text(value, "an import path 'package.module:function'", 300)

@@ -85,46 +85,96 @@ class Preflight:
         }
 
 
-def assess(config_path, *, rules=None, as_of=None, progress: Callable[[str], None] | None = None) -> Preflight:
+class NeedsTrustedRun(PreflightError):
+    """No method could estimate the run without running code the caller does not trust (a gate
+    that does not import the config's factory): it needs a run where that code is trusted."""
+
+
+def assess(config_path, *, rules=None, as_of=None, progress: Callable[[str], None] | None = None,
+           trust=None) -> Preflight:
     """Config file in, Preflight with verdicts out: what `auditor preflight` and `gate` run.
 
-    ``rules``: ids or paths (relative to the working directory), or Rule objects already loaded;
-    None uses the config's own
-    ``rules:`` (relative to its folder), else every bundled rule. Raises ConfigError,
+    ``rules``: ids or paths (relative to the working directory), or Rule objects already loaded.
+    ``trust`` (auditor.policy.Trust; default: the user's own config) says whether the config's
+    factory may be imported, where its files may be, and whether its ``rules:`` replace the
+    default (every bundled rule, or ``rules``) or only add to it. Raises ConfigError,
     PreflightError or RuleError for bad input, each one line naming the file and the field.
     """
     from .config import load_run_config
-    from .rulefile import Rule
-    from .rules import as_of_day, evaluate, load_rules
+    from .policy import Trust
+    from .rules import as_of_day, evaluate
 
-    config = load_run_config(config_path)
-    result = run_preflight(config, progress=progress)
-    if rules and all(isinstance(r, Rule) for r in rules):
-        chosen = list(rules)
-    elif rules:
-        chosen = load_rules(list(rules))
-    elif config.rules:
-        chosen = load_rules(list(config.rules), base_dir=Path(config_path).parent)
-    else:
-        chosen = load_rules(None)
+    trust = trust or Trust()
+    config = load_run_config(config_path, allow_paths=trust.allow_paths)
+    chosen = choose_rules(config, rules, trust)      # before counting: a bad rule file fails fast
+    result = run_preflight(config, progress=progress, trust=trust)
     day = as_of_day(as_of)
     result.verdicts, result.as_of = evaluate(result, chosen, day), day.isoformat()
     return result
+
+
+def choose_rules(config, rules, trust) -> list:
+    """The rules a config is judged by. The caller's (``rules``, else every bundled rule), then
+    the config's own ``rules:``: in their place (trust.config_rules 'replace', one's own config) or
+    added to them ('add', the gate), where they may neither repeat the caller's ids nor shadow a
+    bundled rule or rule set (a config's own copy of eu-ai-act.yaml with its threshold at 1e40)."""
+    from .rulefile import Rule, RuleError
+    from .rules import bundled_rules, load_rules
+
+    base = list(rules) if rules and all(isinstance(r, Rule) for r in rules) else \
+        load_rules(list(rules)) if rules else None
+    if not config.rules:
+        return base if base is not None else load_rules(None)
+    folder = Path(config.source_path).parent if config.source_path else Path.cwd()
+    where = _where(config)
+    try:
+        own = load_rules(list(config.rules), base_dir=folder, roots=trust_roots(config, trust))
+    except RuleError as exc:
+        raise RuleError(f"{where}: {exc}" if not str(exc).startswith(str(folder)) else str(exc)) from None
+    if trust.config_rules == "replace":
+        return own
+    chosen = base if base is not None else load_rules(None)
+    bundled = {r.id: r for r in bundled_rules()}
+    bundled_sets = {r.rule_set for r in bundled.values() if r.rule_set}
+    bundled_files = {r.source for r in bundled.values()}
+    for rule in own:
+        clash = next((r for r in chosen if r.id == rule.id), None) or bundled.get(rule.id)
+        if clash is not None and clash.source == rule.source:
+            if clash not in chosen:
+                chosen.append(rule)      # a bundled rule named by id: the real one, added
+            continue
+        if clash is not None or (rule.rule_set in bundled_sets and rule.source not in bundled_files):
+            name = rule.id if clash is not None else rule.rule_set
+            raise RuleError(f"{where}: rules: {rule.source} defines {name!r}, an id of the gate's rules or of a "
+                            f"bundled rule: a config's rules add to the gate's and cannot replace one", field="rules")
+        chosen.append(rule)
+    return chosen
+
+
+def trust_roots(config, trust) -> list[Path]:
+    """The folders a config's files may be in: its repository and what the trust allows."""
+    from .config import allowed_roots
+
+    folder = Path(config.source_path).parent if config.source_path else Path.cwd()
+    return allowed_roots(folder, trust.allow_paths)
 
 
 def _where(config) -> str:
     return str(config.source_path) if getattr(config, "source_path", None) else "config"
 
 
-def build_model(config, hf_mapping: dict | None = None):
+def build_model(config, hf_mapping: dict | None = None, *, max_modules: int | None = None):
     """The run's model (a torch.nn.Module) on the meta device, or None for a bare parameter count.
 
-    ``hf_mapping``: the pathed hf_config's contents where the caller has read them already."""
+    ``hf_mapping``: the pathed hf_config's contents where the caller has read them already.
+    ``max_modules``: the size cap (counting/limits.py). A factory is imported and called here:
+    callers that do not trust the config check first (auditor.policy.Trust)."""
     import torch
 
     from .counting import CountingError
     from .counting.hf import build_model as build_hf, load_config
-    from .counting.step import error_text
+    from .counting.limits import ModelTooLarge, module_budget
+    from .numbers import error_text
 
     spec, where = config.model, _where(config)
     if spec.hf_config is not None:
@@ -132,19 +182,22 @@ def build_model(config, hf_mapping: dict | None = None):
         source = spec.hf_config if isinstance(spec.hf_config, dict) else \
             hf_mapping if isinstance(hf_mapping, dict) else spec.hf_config_path
         try:
-            return build_hf(load_config(source, label=f"{where}: model.hf_config"))
+            return build_hf(load_config(source, label=f"{where}: model.hf_config"), max_modules=max_modules)
         except CountingError as exc:
             raise PreflightError(str(exc) if str(exc).startswith(where) else f"{where}: model.hf_config: {exc}") from None
     if spec.factory is not None:
         module_name, _, func_name = spec.factory.partition(":")
-        try:  # the user's module may fail in any way while it is imported
+        # The user's code may fail in any way, sys.exit() included: that is its error, never our exit code.
+        try:
             factory = getattr(importlib.import_module(module_name), func_name)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise PreflightError(f"{where}: model.factory: cannot import {spec.factory}: {error_text(exc)}") from None
         try:
-            with torch.device("meta"):
+            with torch.device("meta"), module_budget(max_modules):
                 model = factory(**(spec.kwargs or {}))
-        except Exception as exc:
+        except ModelTooLarge as exc:
+            raise PreflightError(f"{where}: model.factory: {exc}") from None
+        except (Exception, SystemExit) as exc:
             raise PreflightError(f"{where}: model.factory: {spec.factory} raised {error_text(exc)}") from None
         if not isinstance(model, torch.nn.Module):
             raise PreflightError(f"{where}: model.factory: {spec.factory} returned {type(model).__name__}; "
@@ -161,15 +214,25 @@ def _cache_payload(config) -> dict | None:
         return None
     source = spec.hf_config
     if not isinstance(source, dict):
+        from .counting.limits import MAX_CONFIG_BYTES
+        from .safefiles import read_regular
+
         try:
-            source = json.loads(Path(spec.hf_config_path).read_text())
-        except (OSError, ValueError, TypeError):
+            source = json.loads(read_regular(spec.hf_config_path, MAX_CONFIG_BYTES).decode("utf-8-sig"))
+        except (OSError, ValueError, TypeError, RecursionError):
             return None  # building reports the problem properly
     return {"hf_config": source, "seq_len": config.data.seq_len}
 
 
-def count_model(config, say: Callable[[str], None]):
+def count_model(config, say: Callable[[str], None], trust=None):
     """(ModelInfo, StepCount, half-context total, why not counted) for the run's model."""
+    from .policy import Trust
+
+    trust = trust or Trust()
+    factory = config.model.factory
+    if factory is not None and not trust.factory_allowed(factory):
+        return None, None, None, (f"model.factory {factory!r} is not imported: the gate runs no code a config names "
+                                  f"unless its own invocation allows it (--allow-factory or a policy file)")
     from .counting import cache
     from .counting.modelinfo import ModelInfo
     from .counting.result import StepCount
@@ -184,7 +247,7 @@ def count_model(config, say: Callable[[str], None]):
         _COUNTED[key] = ModelInfo(**hit["info"]), StepCount.from_json(hit["step"]), hit["half_total"], None
         return _COUNTED[key]
     say("building the model on the meta device")
-    model = build_model(config, payload["hf_config"] if payload else None)
+    model = build_model(config, payload["hf_config"] if payload else None, max_modules=trust.max_modules)
     if model is None:
         return None, None, None, "the model is given as a bare parameter count"
     from .counting import CountingError
@@ -205,7 +268,7 @@ def count_model(config, say: Callable[[str], None]):
     return info, step, half_total, None
 
 
-def run_preflight(config, *, progress: Callable[[str], None] | None = None) -> Preflight:
+def run_preflight(config, *, progress: Callable[[str], None] | None = None, trust=None) -> Preflight:
     from .methods.analytic import analytic_estimate
     from .methods.counted import estimate_from_counts
     from .methods.hardware import hardware_estimate
@@ -216,7 +279,7 @@ def run_preflight(config, *, progress: Callable[[str], None] | None = None) -> P
                        source=str(getattr(config, "source_path", "") or "") or None,
                        lineage=config.lineage.model_dump() if config.lineage else None)
 
-    info, step, half_total, why_not = count_model(config, say)
+    info, step, half_total, why_not = count_model(config, say, trust)
     if step is not None:
         result.estimates.append(estimate_from_counts(step, half_total, seq_len, tokens))
     else:
@@ -249,8 +312,11 @@ def run_preflight(config, *, progress: Callable[[str], None] | None = None) -> P
         result.skipped["hardware"] = "no hardware plan in the config"
 
     if not result.estimates:
-        raise PreflightError(f"{where}: no method could estimate this run: "
-                             + "; ".join(f"{m}: {why}" for m, why in result.skipped.items()))
+        untrusted = config.model.factory is not None and trust is not None and \
+            not trust.factory_allowed(config.model.factory)
+        raise (NeedsTrustedRun if untrusted else PreflightError)(
+            f"{where}: no method could estimate this run: "
+            + "; ".join(f"{m}: {why}" for m, why in result.skipped.items()))
     _cover_incomplete_count(result)
     return result
 

@@ -1,6 +1,7 @@
 """Text and Markdown views of a preflight, rendered from its dict (the JSON contract)."""
 from __future__ import annotations
 
+import functools
 import re
 
 from typing import Any
@@ -10,7 +11,10 @@ from .resources import resource_dir
 from .textfmt import sci, table
 
 
+@functools.lru_cache(maxsize=1)
 def _templates():
+    """One environment a process: jinja2 compiles a template once per environment, and compiling
+    the dossier's took most of a report's time (verify renders every view of what it accepts)."""
     import jinja2
 
     return jinja2.Environment(

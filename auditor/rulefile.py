@@ -17,7 +17,8 @@ import yaml
 from pydantic import (BeforeValidator, Field, PrivateAttr, TypeAdapter, ValidationError,
                       WithJsonSchema, model_validator)
 
-from .config import _NUMBER_JSON, MODALITIES, _FieldError, _problems, _Section, _UniqueKeyLoader
+from .config import (_NUMBER_JSON, MODALITIES, _FieldError, _Section, _UniqueKeyLoader, read_yaml_file,
+                     text_list, validation_error)
 from .numbers import join_words, positive_count, positive_number, printable_text, short, suggest
 
 COMPARISONS = (">", ">=")
@@ -25,7 +26,6 @@ BASES = ("training", "cumulative", "ratio_to_base")
 STATUSES = ("in_force", "proposed", "revoked", "vetoed")
 DEVELOPERS = ("same", "other")
 DEADLINE_STARTS = ("threshold_known", "threshold_met", "training_start", "deployment", "incident_discovered")
-MAX_FILE_BYTES = 1_000_000
 _ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?$")
 _URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -56,14 +56,8 @@ def _text(what: str, limit: int) -> Any:
 
 def _texts(what: str, limit: int = 500) -> Any:
     def check(value: Any) -> list[str]:
-        if not isinstance(value, list):
-            raise ValueError(f"got {short(value)}; expected a list of {what}s (one string each)")
-        for i, item in enumerate(value):
-            try:
-                printable_text(item, f"each {what} as text", limit)
-            except ValueError as exc:
-                raise _FieldError(str(exc), i) from None
-        return value
+        return text_list(value, expected=f"a list of {what}s (one string each)", item=f"each {what} as text",
+                         limit=limit)
     return Annotated[list[str], BeforeValidator(check),
                      WithJsonSchema({"type": "array", "items": {"type": "string", "maxLength": limit}})]
 
@@ -299,33 +293,7 @@ class _RuleLoader(_UniqueKeyLoader):     # dates stay text, so that a bad one is
 
 
 def _read_yaml(path: Path, source: str) -> Any:
-    def fail(message: str) -> RuleError:
-        return RuleError(f"{source}: {message}", source=source)
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise fail(f"cannot read the file: {exc.strerror or exc}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise fail(f"the file is over {MAX_FILE_BYTES:_} bytes; expected a YAML rule file")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise fail(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
-    try:
-        return yaml.load(text, Loader=_RuleLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context or "unreadable"
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        if exc.context and problem.startswith("but "):
-            problem = f"{exc.context}, {problem}"
-        raise fail(f"not valid YAML{where}: {problem}") from None
-    except yaml.reader.ReaderError as exc:
-        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
-        raise fail(f"not valid YAML (offset {exc.position}): U+{char:04X} is not allowed in YAML") from None
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:
-        detail = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split())
-        raise fail(f"not valid YAML: {detail}") from None
+    return read_yaml_file(path, "a YAML rule file", loader=_RuleLoader, error=RuleError)
 
 
 def _validated(data: Any, source: str) -> tuple[RuleSet | None, list[Rule]]:
@@ -337,10 +305,7 @@ def _validated(data: Any, source: str) -> tuple[RuleSet | None, list[Rule]]:
     try:
         parsed = model.model_validate(data)
     except ValidationError as exc:
-        problems = _problems(exc)
-        shown = [f"{field}: {text}" if field else text for field, text in problems[:3]]
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise RuleError(f"{source}: " + "; ".join(shown) + more, source=source, field=problems[0][0] or None) from None
+        raise validation_error(exc, source, RuleError) from None
     return (parsed, list(parsed.rules)) if isinstance(parsed, RuleSet) else (None, [parsed])
 
 

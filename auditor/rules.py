@@ -18,7 +18,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .numbers import join_words, short, suggest
+from .numbers import join_words, printable, short, suggest
+from .safefiles import outside
 from .resources import resource_dir
 from .rulefile import Rule, RuleError, RuleSet, rule_file_json_schema, validate_rule_file  # noqa: F401
 
@@ -62,12 +63,20 @@ def _is_path(item: str) -> bool:
     return "/" in item or "\\" in item or item.endswith((".yaml", ".yml"))
 
 
+def _confined(path: Path, roots: list[Path] | None, i: int, item) -> None:
+    if roots is not None and outside(path, roots):
+        raise RuleError(f"rules[{i}]: got {short(str(item))} ({printable(path.name)} is outside the config's "
+                        f"repository, {printable(roots[0])}; allow another folder with --allow-path); expected "
+                        f"rule files inside it", field=f"rules[{i}]")
+
+
 def load_rules(ids_or_paths: Iterable[str | Path] | str | None = None, *,
-               base_dir: str | Path | None = None) -> list[Rule]:
+               base_dir: str | Path | None = None, roots: list[Path] | None = None) -> list[Rule]:
     """Rules to check. None: every bundled rule. Otherwise each item is a rule id or a rule-set id from the
     bundled thresholds/ (selecting that rule, or the whole set), or a path (it has a '/' or ends in .yaml/.yml)
     to a user's rule file or a folder of them; relative paths start at ``base_dir`` (default: the working
-    directory). The same rule selected twice is kept once; two different rules with one id are an error."""
+    directory) and, with ``roots``, must lie under one of them. The same rule selected twice is kept once;
+    two different rules with one id are an error."""
     if ids_or_paths is None:
         return bundled_rules()
     if isinstance(ids_or_paths, (str, Path)):
@@ -77,10 +86,12 @@ def load_rules(ids_or_paths: Iterable[str | Path] | str | None = None, *,
     for i, item in enumerate(ids_or_paths):
         if isinstance(item, Path) or (isinstance(item, str) and _is_path(item)):
             path = Path(item) if Path(item).is_absolute() or base_dir is None else Path(base_dir) / item
+            _confined(path, roots, i, item)
             files = rule_files(path) if path.is_dir() else [path]
             if not files:
                 raise RuleError(f"{path}: no .yaml rule files in this folder", source=str(path))
             for file in files:
+                _confined(file, roots, i, item)          # each file too: a link in the folder may lead out
                 have = {(r.source, r.id) for r in chosen}
                 chosen += [r for r in validate_rule_file(file, known=chosen) if (r.source, r.id) not in have]
             continue

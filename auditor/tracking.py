@@ -59,13 +59,15 @@ class ComputeAudit:
     against; ``on_exceed``: 'warn' or 'stop' (raise ComputeBudgetExceeded before the step that
     would cross a blocking threshold). ``resume_step``: the checkpoint step a restarted run
     resumes from (the ledger rolls back to it). ``progress_every``: steps between progress lines.
+    ``signing_key``: an Ed25519 private key file (``auditor keys new``; default $AUDITOR_SIGNING_KEY)
+    that signs the ledger's head at every flush and the dossier; its path is never written down.
     """
 
     def __init__(self, run_dir: str | Path | None = None, model: torch.nn.Module | None = None,
                  optimizer: torch.optim.Optimizer | None = None, *, rules: list[str] | None = None,
                  on_exceed: str = "warn", resume_step: int | None = None, flush_every_steps: int = 100,
                  flush_every_seconds: float | None = 30.0, progress_every: int | None = None,
-                 name: str | None = None, preflight: dict | None = None):
+                 name: str | None = None, preflight: dict | None = None, signing_key: str | Path | None = None):
         if on_exceed not in ("warn", "stop"):
             raise ValueError(f"on_exceed must be 'warn' or 'stop', got {on_exceed!r}")
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -95,6 +97,8 @@ class ComputeAudit:
         self._started = False
         self._model = model
         self._optimizer = optimizer
+        self._signing_key = signing_key
+        self._signer = None
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "ComputeAudit":
@@ -113,19 +117,19 @@ class ComputeAudit:
                             if v.blocking and v.status != "not_in_force"]
         if self.run_dir is not None:
             from .ledger import Ledger
+            from .signing import signing_key_from
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.steps = self.resume_step or 0
-            if rank() != 0:
-                pass  # rank 0 writes the ledger; the others send their counts to it
-            elif self.resume_step is not None:
-                # Always through resume: a missing ledger with resume_step > 0 is an error, not a
-                # silent fresh start that would drop the compute before the checkpoint.
-                self._ledger, self.base_flops = Ledger.resume(
-                    self.run_dir, self.resume_step, flush_every_steps=self.flush_every_steps,
-                    flush_every_seconds=self.flush_every_seconds)
-            else:
-                self._ledger = Ledger(self.run_dir, flush_every_steps=self.flush_every_steps,
-                                      flush_every_seconds=self.flush_every_seconds)
+            if rank() == 0:  # rank 0 writes the ledger; the others send their counts to it
+                self._signer = signing_key_from(self._signing_key)   # a bad key fails before the ledger opens
+                cadence = {"flush_every_steps": self.flush_every_steps,
+                           "flush_every_seconds": self.flush_every_seconds, "signer": self._signer}
+                if self.resume_step is not None:
+                    # Always through resume: a missing ledger with resume_step > 0 is an error, not a
+                    # silent fresh start that would drop the compute before the checkpoint.
+                    self._ledger, self.base_flops = Ledger.resume(self.run_dir, self.resume_step, **cadence)
+                else:
+                    self._ledger = Ledger(self.run_dir, **cadence)
         if self._world > 1 and self.run_dir is not None and self.resume_step is not None:
             self.base_flops = sum_across_ranks([self.base_flops])[0]  # only rank 0 read the ledger
         if self._model is not None:
@@ -309,13 +313,18 @@ class ComputeAudit:
         estimate = self.estimate
         verdicts = evaluate(estimate, self.rules or load_rules(None))
         total = estimate.flops
+        # The ledger is the record: a resumed run's evaluation and recomputation before the resume
+        # count too, as its total does (verify checks the dossier against these sums).
+        eval_flops = sum(r.get("eval_flops", 0) for r in state.records)
+        recompute_flops = sum(r.get("recompute_flops", 0) for r in state.records)
         tracked = {"total_flops": total, "low": total, "high": total, "estimates": [estimate.to_dict()],
                    "verdicts": [v.to_dict() for v in verdicts], "uncovered_ops": estimate.uncovered_ops,
-                   "as_of": verdicts[0].as_of if verdicts else None, "eval_flops": self.eval_flops,
-                   "recompute_flops": self.recompute_flops, "steps": self.steps,
+                   "as_of": verdicts[0].as_of if verdicts else None, "eval_flops": eval_flops,
+                   "recompute_flops": recompute_flops, "steps": self.steps,
                    "series": [[r["step"], r["total"]] for r in state.records],
                    "ledger": {"path": "ledger.jsonl", "head": state.head, "records": state.count}}
-        dossier.write(dossier.build(self.preflight, run=self.name, tracked=tracked), self.run_dir / dossier.DOSSIER_NAME)
+        dossier.write(dossier.build(self.preflight, run=self.name, tracked=tracked, signer=self._signer),
+                      self.run_dir / dossier.DOSSIER_NAME)
 
     def _reduce_across_ranks(self) -> None:
         """At the end: every rank's counts summed (torch.distributed); each rank holds the run's totals."""

@@ -1,4 +1,4 @@
-"""Tests never touch the user's count cache: each session gets its own, empty."""
+"""Tests never touch the user's count cache or its secret: each session gets its own, empty."""
 import pytest
 
 
@@ -6,5 +6,8 @@ import pytest
 def _private_count_cache(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("AUDITOR_CACHE_DIR", str(tmp_path_factory.mktemp("count-cache")))
+    mp.setenv("AUDITOR_CONFIG_DIR", str(tmp_path_factory.mktemp("auditor-config")))
+    mp.delenv("AUDITOR_CACHE_SECRET", raising=False)
+    mp.delenv("AUDITOR_SIGNING_KEY", raising=False)
     yield
     mp.undo()

@@ -393,11 +393,15 @@ def test_rules_a_users_rule_file_relative_to_the_working_directory(tmp_path, mon
     assert both.exit_code == 1 and case_names(out) == ["tiny-budget", "eu-ai-act-systemic-risk"]
 
 
-def test_rules_default_to_the_configs_own(tmp_path):
+def test_a_configs_rules_add_to_the_gates_and_are_its_judge_only_in_preflight(tmp_path):
+    """The gate's rules are the gate's: a config naming only SB 53 (clear at 3.8e25) is still
+    judged by every bundled rule, and fails on the EU presumption; preflight of one's own
+    config keeps the config's rules as its judge."""
     path = write(tmp_path, "own.yaml", CONFIGS["big"] + "rules: [us-ca-sb53-frontier-model]\n")
     out = tmp_path / "gate.xml"
-    assert invoke("gate", path, "--as-of", AS_OF, "--junit", out).exit_code == 0
-    assert case_names(out) == ["us-ca-sb53-frontier-model"]
+    assert invoke("gate", path, "--as-of", AS_OF, "--junit", out).exit_code == 1
+    assert case_names(out) == bundled_ids()
+    assert [v["rule"] for v in verdicts(path)] == ["us-ca-sb53-frontier-model"]
 
 
 def test_an_unknown_rule_id_is_bad_input_and_named(tmp_path):

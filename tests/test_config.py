@@ -322,6 +322,7 @@ def test_inline_hf_config(tmp_path):
 
 
 def test_pathed_hf_config_relative_to_the_file(tmp_path, monkeypatch):
+    (tmp_path / ".git").mkdir()                           # one repository: ../.. stays inside it
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "tiny.json").write_text('{"model_type": "gpt2"}')
     monkeypatch.chdir(tmp_path / "configs")               # a cwd where the relative path would be wrong

@@ -85,9 +85,14 @@ def test_pathed_hf_config_is_read_once_and_counted_as_inline(tmp_path, monkeypat
 
     hf = tmp_path / "config.json"
     hf.write_text(json.dumps(yaml.safe_load(TINY)))
+    from auditor import safefiles
+    from auditor.counting import hf as hf_module
+
     reads = []
-    real_read = Path.read_text
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (reads.append(self), real_read(self, *a, **k))[1])
+    real_read = safefiles.read_regular
+    spy = lambda path, *a, **k: (reads.append(Path(path)), real_read(path, *a, **k))[1]  # noqa: E731
+    monkeypatch.setattr(safefiles, "read_regular", spy)      # every file reader goes through it
+    monkeypatch.setattr(hf_module, "read_regular", spy)
     monkeypatch.setattr(preflight, "_COUNTED", {})
     monkeypatch.setenv("AUDITOR_CACHE_DIR", str(tmp_path / "cache"))
     pathed = run_preflight(load_run_config(write(tmp_path, "run: tiny\nmodel: {hf_config: config.json}\n"

@@ -12,8 +12,27 @@ from typing import Any
 
 import torch
 
-from .step import CountingError, count_step, error_text
+from ..numbers import error_text
+from ..safefiles import FileRefused, describe, read_regular
+from .limits import MAX_CONFIG_BYTES, ModelTooLarge, check_layer_counts, module_budget
 from .result import StepCount
+from .step import CountingError, count_step
+
+
+def read_config_json(path: str | Path, where: str) -> Any:
+    """A config.json's parsed contents: a regular file, bounded, valid JSON; CountingError else."""
+    try:
+        return json.loads(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8-sig"))
+    except FileRefused as exc:
+        raise CountingError(f"{where}: the Hugging Face config {exc}") from None
+    except OSError as exc:
+        raise CountingError(f"{where}: cannot read the Hugging Face config: {describe(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise CountingError(f"{where}: not UTF-8 text (offset {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise CountingError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+    except RecursionError:
+        raise CountingError(f"{where}: not valid JSON: nested too deeply") from None
 
 
 def load_config(source: Mapping | str | Path, *, label: str | None = None):
@@ -24,13 +43,7 @@ def load_config(source: Mapping | str | Path, *, label: str | None = None):
         return source
     where = label or (str(source) if not isinstance(source, Mapping) else "inline hf_config")
     if not isinstance(source, Mapping):
-        path = Path(source)
-        try:
-            source = json.loads(path.read_text())
-        except OSError as exc:
-            raise CountingError(f"{where}: cannot read the Hugging Face config: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise CountingError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+        source = read_config_json(source, where)
         if not isinstance(source, Mapping):
             raise CountingError(f"{where}: expected a JSON object with model_type, got {type(source).__name__}")
     model_type = source.get("model_type")
@@ -57,11 +70,15 @@ def model_class(config):
     raise CountingError(f"{config.model_type}: transformers has no model class for this config")
 
 
-def build_model(config, device: str | torch.device = "meta") -> torch.nn.Module:
+def build_model(config, device: str | torch.device = "meta", *, max_modules: int | None = None) -> torch.nn.Module:
+    """The model for ``config`` on ``device``; CountingError past ``max_modules`` (counting/limits.py)."""
     auto = model_class(config)
     try:
-        with torch.device(device):
+        check_layer_counts(config.to_dict(), max_modules)
+        with torch.device(device), module_budget(max_modules):
             model = auto.from_config(config)
+    except ModelTooLarge as exc:
+        raise CountingError(f"{config.model_type}: {exc}") from None
     except Exception as exc:
         raise CountingError(f"{config.model_type}: transformers cannot build the model: {error_text(exc)}") from None
     model.train()
@@ -84,12 +101,13 @@ def example_inputs(model: torch.nn.Module, batch: int, seq_len: int, decoder_len
 
 
 def count_hf(config_source: Mapping | str | Path, *, batch: int = 1, seq_len: int | None = None,
-             decoder_len: int | None = None, device: str = "meta", repeated_blocks: bool = True) -> StepCount:
+             decoder_len: int | None = None, device: str = "meta", repeated_blocks: bool = True,
+             max_modules: int | None = None) -> StepCount:
     """FLOPs of one training step of a Hugging Face model built from its config."""
     config = load_config(config_source)
     if seq_len is None:
         seq_len = int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048)
-    model = build_model(config, device)
+    model = build_model(config, device, max_modules=max_modules)
     inputs = example_inputs(model, batch, seq_len, decoder_len)
     result = count_step(model, inputs, tokens=batch * seq_len, repeated_blocks=repeated_blocks,
                         name=config.model_type)

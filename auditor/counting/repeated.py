@@ -25,7 +25,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from .result import StepCount
-from .step import error_text
+from ..numbers import error_text
 
 # Attributes that number a block rather than configure it.
 _INDEX_ATTRS = {"layer_idx", "layer_id", "layer_index", "layer_number", "layer_num", "block_idx", "idx", "index"}

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..numbers import error_text
 from .mode import CountingMode, module_paths
 from .moe import dense_expert_modules, prepare_for_meta, routed_on_meta
 from .result import StepCount
@@ -13,12 +14,6 @@ from .result import StepCount
 
 class CountingError(Exception):
     """A model could not be counted; the message names the model and the reason."""
-
-
-def error_text(exc: BaseException, *, with_type: bool = True, limit: int = 600) -> str:
-    """A library's exception as one line of an error message (some span several lines)."""
-    text = " ".join((f"{type(exc).__name__}: {exc}" if with_type else str(exc)).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def default_loss(output: Any) -> torch.Tensor:
