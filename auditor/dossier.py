@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
+from .numbers import printable
 from .resources import installed_version
 from .safefiles import FileRefused, describe, read_regular
 
@@ -55,7 +56,7 @@ def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str
     }
     if config_path is not None:
         raw = Path(config_path).read_bytes()
-        data["config"] = {"path": str(config_path), "text": raw.decode("utf-8", errors="replace"),
+        data["config"] = {"path": printable(config_path), "text": raw.decode("utf-8", errors="replace"),
                           "sha256": hashlib.sha256(raw).hexdigest()}
     source = tracked or preflight or {}
     for key in ("total_flops", "low", "high", "estimates", "verdicts", "uncovered_ops", "as_of"):

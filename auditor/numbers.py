@@ -173,6 +173,12 @@ def printable(text: Any) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
+def visible(text: Any) -> str:
+    """Multi-line text (a config as given) with its line breaks and tabs kept, and every other
+    control or bidi character shown as its escape, so no character can reorder what is shown."""
+    return "\n".join("\t".join(printable(part) for part in line.split("\t")) for line in str(text).split("\n"))
+
+
 def error_text(exc: BaseException, *, with_type: bool = True, limit: int = 600) -> str:
     """A library's exception as one line of an error message (some span several lines), printable."""
     text = printable(" ".join((f"{type(exc).__name__}: {exc}" if with_type else str(exc)).split()))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .estimate import Estimate, two_significant
+from .numbers import printable
 
 PREFERENCE = ("counted", "analytic", "hardware")
 _COUNTED: dict[str, tuple] = {}  # cache key -> count_model's answer, for this process
@@ -276,7 +277,7 @@ def run_preflight(config, *, progress: Callable[[str], None] | None = None, trus
     say = progress or (lambda message: None)
     where, tokens, seq_len = _where(config), config.total_tokens, config.data.seq_len
     result = Preflight(run=config.run, estimates=[], tokens=tokens, modality=config.data.modality,
-                       source=str(getattr(config, "source_path", "") or "") or None,
+                       source=printable(getattr(config, "source_path", "") or "") or None,
                        lineage=config.lineage.model_dump() if config.lineage else None)
 
     info, step, half_total, why_not = count_model(config, say, trust)

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from .estimate import two_significant
+from .numbers import visible
 from .resources import resource_dir
 from .textfmt import sci, table
 
@@ -148,6 +149,7 @@ def margin(value: float) -> str:
 def dossier_html(d: dict[str, Any]) -> str:
     env = _templates()
     env.globals.update(sci=sci, two=two_significant, margin=margin)
+    env.filters.update(visible=visible)
     return env.get_template("dossier.html.j2").render(**dossier_context(d))
 
 

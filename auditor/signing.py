@@ -108,12 +108,18 @@ class TrustedKey:
         return cls(*_load_pem(Path(path), private=False), Path(path).stem)
 
 
-def signing_key_from(value: str | Path | SigningKey | None) -> SigningKey | None:
-    """A SigningKey from a path, or $AUDITOR_SIGNING_KEY when ``value`` is None; None if neither."""
+def signing_key_from(value: str | Path | SigningKey | None, *, not_in: Path | None = None) -> SigningKey | None:
+    """A SigningKey from a path, or $AUDITOR_SIGNING_KEY when ``value`` is None; None if neither.
+    ``not_in``: a folder the key must not be in (the run folder, which reviewers receive)."""
     if isinstance(value, SigningKey):
         return value
     value = value if value is not None else os.environ.get("AUDITOR_SIGNING_KEY") or None
-    return SigningKey.load(value) if value is not None else None
+    if value is None:
+        return None
+    if not_in is not None and Path(value).resolve().is_relative_to(Path(not_in).resolve()):
+        raise SigningError(f"{value}: the signing key is inside the run folder {not_in}, which reviewers receive; "
+                           f"keep it elsewhere")
+    return SigningKey.load(value)
 
 
 def new_keypair(name: str | Path) -> tuple[Path, Path]:

@@ -121,7 +121,8 @@ class ComputeAudit:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.steps = self.resume_step or 0
             if rank() == 0:  # rank 0 writes the ledger; the others send their counts to it
-                self._signer = signing_key_from(self._signing_key)   # a bad key fails before the ledger opens
+                # a bad key, or one kept in the run folder, fails before the ledger opens
+                self._signer = signing_key_from(self._signing_key, not_in=self.run_dir)
                 cadence = {"flush_every_steps": self.flush_every_steps,
                            "flush_every_seconds": self.flush_every_seconds, "signer": self._signer}
                 if self.resume_step is not None:

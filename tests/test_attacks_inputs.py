@@ -185,3 +185,15 @@ def test_attack_control_and_bidi_characters_in_file_names(tmp_path):
     assert "evil\\u202eflow.yaml" in result.output and "new\\nline.yaml" in result.output
     classnames = {case.get("classname") for case in ET.parse(junit).getroot().iter("testcase")}   # well-formed
     assert str(folder / "esc\\x1b[31mred.yaml") in classnames and len(classnames) == 4
+
+
+def test_attack_bidi_characters_in_a_config_file_name_and_comment_are_shown_escaped(tmp_path):
+    """A right-to-left override in a comment would reorder the config the reviewer reads."""
+    config = tmp_path / "plan\u202e.yaml"
+    config.write_text("run: r  # \u202eevil comment\nmodel: {parameters: 1e9}\n" + DATA)
+    html_path = tmp_path / "plan.html"
+    result = invoke("preflight", config, "--html", html_path, "--format", "json")
+    assert result.exit_code == 0, result.output
+    html = html_path.read_text()
+    assert "\u202e" not in html and "\\u202eevil comment" in html and "plan\\u202e.yaml" in html
+    assert "\u202e" not in result.stdout and json.loads(result.stdout)["source"].endswith("plan\\u202e.yaml")

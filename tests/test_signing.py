@@ -46,6 +46,10 @@ def test_a_bad_trusted_key_or_signing_key_is_one_line(tmp_path):
     with pytest.raises(SigningError, match="cannot read the signing key"):
         ComputeAudit(tmp_path / "r", torch.nn.Linear(2, 2), signing_key=tmp_path / "missing.key").start()
     assert not (tmp_path / "r" / FILENAME).exists()           # refused before the ledger was opened
+    key, _ = new_keypair(tmp_path / "r" / "inside")
+    with pytest.raises(SigningError, match="inside the run folder"):
+        ComputeAudit(tmp_path / "r", torch.nn.Linear(2, 2), signing_key=key).start()
+    assert not (tmp_path / "r" / FILENAME).exists()
 
 
 def dsse_verify(envelope: dict, pub_path: Path) -> dict:
