@@ -189,6 +189,23 @@ def _phase(scope: ModuleScope) -> str:
     return "recompute" if scope.entered_in_this_backward() else "backward"
 
 
+def meta_check_answer(func, args) -> bool:
+    """Whether ``func`` is a boolean read of meta data: a model asking "is any position padded?
+    is the batch packed? may the mask be skipped?" of its inputs, which meta tensors cannot
+    answer. Both counting and the uncounted probe answer True, as for unpadded, unpacked
+    sequences: the full-context step the count is for. Integer reads still fail."""
+    return func is aten._local_scalar_dense.default and args[0].is_meta and args[0].dtype == torch.bool
+
+
+class MetaAnswers(TorchDispatchMode):
+    """Runs a model on meta as the counting mode would, counting nothing (a cheap probe)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if meta_check_answer(func, args):
+            return True
+        return func(*args, **(kwargs or {}))
+
+
 class _Dispatch(TorchDispatchMode):
     def __init__(self, counter: CountingMode):
         super().__init__()
@@ -198,10 +215,7 @@ class _Dispatch(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in _PASSTHROUGH:
             return NotImplemented
-        if func is aten._local_scalar_dense.default and args[0].is_meta and args[0].dtype == torch.bool:
-            # Models ask "is any position padded? is the batch packed? may the mask be skipped?"
-            # of their inputs; meta tensors hold no data. True answers as for unpadded, unpacked
-            # sequences: the full-context step the count is for. Integer reads still fail.
+        if meta_check_answer(func, args):
             self.counter.canonical_checks += 1
             return True
         if isinstance(func, torch._ops.HigherOrderOperator):

@@ -22,15 +22,23 @@ DENSE_MASKED: dict[str, Callable[[torch.nn.Module], list[tuple[str, int, int]]]]
 }
 
 
-def dense_expert_modules(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
-    """Path of each dense-masked experts module -> (k, E)."""
+def dense_expert_modules(model: torch.nn.Module, names: dict[torch.nn.Module, str] | None = None
+                         ) -> dict[str, tuple[int, int]]:
+    """Path of each dense-masked experts module -> (k, E).
+
+    ``names``: each module's path as the counter records it (counting.mode.module_paths of the
+    whole model). The repeated-block counter runs the model with its block lists shortened, where
+    ``named_modules`` would renumber the blocks kept: the third block would be found at ``.1``
+    and its records, kept under ``.3``, charged all E experts."""
     found: dict[str, tuple[int, int]] = {}
     for path, mod in model.named_modules():
         reader = DENSE_MASKED.get(type(mod).__name__)
         if reader is None:
             continue
         for child, k, e in reader(mod):
-            found[f"{path}.{child}" if path else child] = (k, e)
+            expert = getattr(mod, child)
+            key = names[expert] if names is not None and expert in names else f"{path}.{child}" if path else child
+            found[key] = (k, e)
     return found
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..numbers import error_text
-from .mode import CountingMode, module_paths
+from .mode import CountingMode, MetaAnswers, module_paths
 from .moe import dense_expert_modules, prepare_for_meta, routed_on_meta
 from .result import StepCount
 
@@ -87,7 +87,8 @@ def run_step(model: torch.nn.Module, inputs: Any, *, loss_fn: Callable[[Any], to
     buffers = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta]
     for p in grads:
         p.grad = None
-    mode = CountingMode(model, dense_expert_modules(model), names=names or module_paths(model))
+    names = names or module_paths(model)
+    mode = CountingMode(model, dense_expert_modules(model, names), names=names)
     try:
         with mode:
             output = _call(model, inputs)
@@ -104,6 +105,19 @@ def run_step(model: torch.nn.Module, inputs: Any, *, loss_fn: Callable[[Any], to
             for b, saved in buffers:
                 b.copy_(saved)
     return mode.result
+
+
+def probe_forward(model: torch.nn.Module, inputs: Any) -> None:
+    """The model's forward, uncounted and without a graph, leaving the model as it was (buffers
+    such as BatchNorm statistics restored); on meta, data checks answered as counting does."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta]
+    try:
+        with torch.no_grad(), MetaAnswers():
+            _call(model, inputs)
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
 
 
 def count_step(model: torch.nn.Module, inputs: Any = None, *, shapes: Any = None, loss_fn: Callable[[Any], torch.Tensor] | None = None,
@@ -136,7 +150,8 @@ def count_step(model: torch.nn.Module, inputs: Any = None, *, shapes: Any = None
 
     try:
         with routed_on_meta(model, assumptions):
-            result = count_with_repeats(model, run, assumptions) if repeated_blocks else run(model)
+            result = count_with_repeats(model, run, assumptions, probe=lambda: probe_forward(model, inputs)) \
+                if repeated_blocks else run(model)
     except CountingError as exc:
         raise CountingError(f"{label}: {exc}") from None
     except Exception as exc:  # the model's own code failed under counting
