@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .estimate import Estimate, two_significant
-from .numbers import printable
+from .numbers import error_text, printable
 
 PREFERENCE = ("counted", "analytic", "hardware")
 _COUNTED: dict[str, tuple] = {}  # cache key -> count_model's answer, for this process
@@ -262,11 +262,26 @@ def count_model(config, say: Callable[[str], None], trust=None):
     try:
         step, half_total = count_for_run(model, seq_len)
     except CountingError as exc:
-        return info, None, None, str(exc)
+        if payload is None or "on the meta device" not in str(exc):
+            return info, None, None, str(exc)
+        say("the model cannot run on meta: counting shallow slices of it on the CPU")
+        try:
+            step, half_total = _count_by_slices(payload["hf_config"], seq_len)
+        except Exception as why:           # SliceRefused, or the slice failing on the CPU too
+            return info, None, None, f"{exc}; counting slices of it on the CPU: {error_text(why, with_type=False)}"
     if key:
         cache.store(key, {"info": info.to_dict(), "step": step.to_json(), "half_total": half_total})
         _COUNTED[key] = info, step, half_total, None
     return info, step, half_total, None
+
+
+def _count_by_slices(hf_config: dict, seq_len: int):
+    """count_for_run's answer for a model that fails on meta, from CPU slices (counting/slices.py)."""
+    from .counting.slices import count_hf_by_slices
+
+    step, half_total, said = count_hf_by_slices(hf_config, seq_len)
+    step.assumptions.extend(said)
+    return step, half_total
 
 
 def run_preflight(config, *, progress: Callable[[str], None] | None = None, trust=None) -> Preflight:
