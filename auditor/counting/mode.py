@@ -18,6 +18,8 @@ from .classify import is_compute_class
 from .formulas import Split, lookup, op_name
 from .result import StepCount
 
+from .metacache import MetaCache
+
 aten = torch.ops.aten
 
 # Metadata queries: no arithmetic, and answering them here would break tensor subclasses.
@@ -115,15 +117,17 @@ class CountingMode:
     """Counts the passes run inside it into ``self.result``.
 
     ``dense_experts`` maps a module path to (k, E): that module computes all E experts for
-    every token and masks all but k, so k/E of its FLOPs are model compute.
+    every token and masks all but k, so k/E of its FLOPs are model compute. ``meta_cache``: a
+    MetaCache to share between the counted runs of one step (default: its own).
     """
 
     def __init__(self, model: torch.nn.Module | None = None,
                  dense_experts: dict[str, tuple[int, int]] | None = None,
-                 names: dict[torch.nn.Module, str] | None = None):
+                 names: dict[torch.nn.Module, str] | None = None, meta_cache: MetaCache | None = None):
         self.result = StepCount()
         names = names if names is not None else (module_paths(model) if model is not None else {})
         self.canonical_checks = 0  # boolean reads of meta data answered True (see _Dispatch)
+        self.meta = meta_cache or MetaCache()   # meta kernels answered by metadata (counting/metacache.py)
         self._scope = ModuleScope(names)
         self._dense = dense_experts or {}
         self._dispatch = _Dispatch(self)
@@ -142,8 +146,8 @@ class CountingMode:
             self._scope.__exit__()
 
     def _note_uncovered(self, name: str) -> None:
-        if is_compute_class(name):
-            self.result.uncovered[name] += 1
+        """An op of a compute class met with no formula (the caller has checked the class)."""
+        self.result.uncovered[name] += 1
 
     def _record(self, op: str, flops: int | Split) -> None:
         recomputed = 0
@@ -206,6 +210,29 @@ class MetaAnswers(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+# Per-op facts that never change, asked on every op a counted step runs (a recurrent model's
+# time loop runs tens of thousands): looked up once each.
+_DECOMPOSES: dict = {}
+_COMPUTE_CLASS: dict = {}
+
+
+def _decomposes(func) -> bool:
+    """Whether ``func`` has a CompositeImplicitAutograd kernel, as func.decompose checks."""
+    found = _DECOMPOSES.get(func)
+    if found is None:
+        key = torch._C.DispatchKey.CompositeImplicitAutograd
+        found = _DECOMPOSES[func] = func is not torch.ops.prim.device.default and (
+            key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key))
+    return found
+
+
+def _compute_class(packet) -> bool:
+    found = _COMPUTE_CLASS.get(packet)
+    if found is None:
+        found = _COMPUTE_CLASS[packet] = is_compute_class(op_name(packet))
+    return found
+
+
 class _Dispatch(TorchDispatchMode):
     def __init__(self, counter: CountingMode):
         super().__init__()
@@ -219,19 +246,21 @@ class _Dispatch(TorchDispatchMode):
             self.counter.canonical_checks += 1
             return True
         if isinstance(func, torch._ops.HigherOrderOperator):
-            self.counter._note_uncovered(str(func.name()))
+            if is_compute_class(str(func.name())):
+                self.counter._note_uncovered(str(func.name()))
             return NotImplemented
         packet = func._overloadpacket
         formula = lookup(packet)
-        if formula is None and func is not torch.ops.prim.device.default:
+        if formula is None and _decomposes(func):
             # Composite ops (matmul, einsum, linear...) come back as the ops they are made of.
             with self:
                 decomposed = func.decompose(*args, **kwargs)
             if decomposed is not NotImplemented:
                 return decomposed
-        out = func(*args, **kwargs)
+        out = self.counter.meta.run(func, args, kwargs)
         if formula is None:
-            self.counter._note_uncovered(op_name(packet))
+            if _compute_class(packet):
+                self.counter._note_uncovered(op_name(packet))
             return out
         flops = formula(*args, **kwargs, out_val=out)
         if flops:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ..numbers import error_text
+from .metacache import MetaCache
 from .mode import CountingMode, MetaAnswers, module_paths
 from .moe import dense_expert_modules, prepare_for_meta, routed_on_meta
 from .result import StepCount
@@ -77,7 +78,7 @@ def _cast_inputs(inputs: Any, dtype: torch.dtype | None) -> Any:
 
 
 def run_step(model: torch.nn.Module, inputs: Any, *, loss_fn: Callable[[Any], torch.Tensor] | None = None,
-             backward: bool = True, names: dict | None = None) -> StepCount:
+             backward: bool = True, names: dict | None = None, meta_cache: MetaCache | None = None) -> StepCount:
     """One counted pass over ``model`` as it stands (no preparation, no repeated blocks).
 
     Counting must leave the model as it found it: gradients are set aside (the backward would
@@ -88,7 +89,7 @@ def run_step(model: torch.nn.Module, inputs: Any, *, loss_fn: Callable[[Any], to
     for p in grads:
         p.grad = None
     names = names or module_paths(model)
-    mode = CountingMode(model, dense_expert_modules(model, names), names=names)
+    mode = CountingMode(model, dense_expert_modules(model, names), names=names, meta_cache=meta_cache)
     try:
         with mode:
             output = _call(model, inputs)
@@ -145,8 +146,10 @@ def count_step(model: torch.nn.Module, inputs: Any = None, *, shapes: Any = None
     inputs = _cast_inputs(inputs, dtype)
     names = module_paths(model)
 
+    meta_cache = MetaCache()             # one for every run of this step: the same ops recur in each
+
     def run(m: torch.nn.Module) -> StepCount:
-        return run_step(m, inputs, loss_fn=loss_fn, backward=backward, names=names)
+        return run_step(m, inputs, loss_fn=loss_fn, backward=backward, names=names, meta_cache=meta_cache)
 
     try:
         with routed_on_meta(model, assumptions):
