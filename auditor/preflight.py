@@ -222,7 +222,10 @@ def _cache_payload(config) -> dict | None:
             source = json.loads(read_regular(spec.hf_config_path, MAX_CONFIG_BYTES).decode("utf-8-sig"))
         except (OSError, ValueError, TypeError, RecursionError):
             return None  # building reports the problem properly
-    return {"hf_config": source, "seq_len": config.data.seq_len}
+    payload = {"hf_config": source, "seq_len": config.data.seq_len}
+    if config.data.decoder_len is not None:
+        payload["decoder_len"] = config.data.decoder_len
+    return payload
 
 
 def count_model(config, say: Callable[[str], None], trust=None):
@@ -249,6 +252,7 @@ def count_model(config, say: Callable[[str], None], trust=None):
         return _COUNTED[key]
     say("building the model on the meta device")
     model = build_model(config, payload["hf_config"] if payload else None, max_modules=trust.max_modules)
+    _check_decoder_len(config, model)
     if model is None:
         return None, None, None, "the model is given as a bare parameter count"
     from .counting import CountingError
@@ -260,13 +264,23 @@ def count_model(config, say: Callable[[str], None], trust=None):
         return info, None, None, "data.seq_len is not given: attention work depends on it"
     say(f"counting one sequence of {seq_len:,} tokens")
     try:
-        step, half_total = count_for_run(model, seq_len)
+        step, half_total = count_for_run(model, seq_len, config.data.decoder_len)
     except CountingError as exc:
         return info, None, None, str(exc)
     if key:
         cache.store(key, {"info": info.to_dict(), "step": step.to_json(), "half_total": half_total})
         _COUNTED[key] = info, step, half_total, None
     return info, step, half_total, None
+
+
+def _check_decoder_len(config, model) -> None:
+    """data.decoder_len is for an encoder-decoder's decoder: refused for any other model, where it
+    would be silently ignored."""
+    from .counting.hf import is_encoder_decoder
+
+    if config.data.decoder_len is not None and not is_encoder_decoder(getattr(model, "config", None)):
+        raise PreflightError(f"{_where(config)}: data.decoder_len: got {config.data.decoder_len}; expected "
+                             f"decoder_len only for a Hugging Face encoder-decoder model (T5, BART, Whisper)")
 
 
 def run_preflight(config, *, progress: Callable[[str], None] | None = None, trust=None) -> Preflight:
