@@ -302,7 +302,8 @@ def run_preflight(config, *, progress: Callable[[str], None] | None = None, trus
     if info is not None:
         result.model = {"parameters": info.parameters, "active_parameters": info.active_parameters,
                         "embedding_parameters": info.embedding_parameters, "n_layer": info.n_layer,
-                        "n_heads": info.n_heads, "head_dim": info.head_dim, "d_model": info.d_model,
+                        "n_heads": info.n_heads, "head_dim": info.head_dim, "qk_head_dim": info.qk_head_dim,
+                        "v_head_dim": info.v_head_dim, "d_model": info.d_model,
                         "experts": info.experts, "experts_per_token": info.top_k}
     else:
         result.model = {"parameters": config.model.parameters,
@@ -311,11 +312,12 @@ def run_preflight(config, *, progress: Callable[[str], None] | None = None, trus
     n_total = result.model.get("parameters")
     n_active = result.model.get("active_parameters")
     if n_total:
-        shaped = info is not None and info.n_heads and info.head_dim and info.n_layer and seq_len
+        shaped = info is not None and info.n_heads and info.qk_head_dim and info.n_layer and seq_len
         result.estimates.append(analytic_estimate(
             n_total, tokens, active_params=n_active if n_active and n_active != n_total else None,
             n_layer=info.n_layer if shaped else None, n_ctx=seq_len if shaped else None,
-            n_heads=info.n_heads if shaped else None, head_dim=info.head_dim if shaped else None))
+            n_heads=info.n_heads if shaped else None, head_dim=info.qk_head_dim if shaped else None,
+            v_head_dim=info.v_head_dim if shaped else None))
 
     if config.hardware is not None:
         hw = config.hardware
