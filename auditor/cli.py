@@ -80,6 +80,8 @@ def main() -> None:
 @main.command()
 @click.argument("model_config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seq-len", type=click.IntRange(min=1), help="Tokens per sequence (default: the model's context length).")
+@click.option("--decoder-len", type=click.IntRange(min=1),
+              help="An encoder-decoder's decoder tokens per sequence (default: the sequence length).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Sequences per step.")
 @click.option("--device", type=click.Choice(["meta", "cpu"]), default="meta", show_default=True,
               help="meta: shapes only, any size; cpu: real random weights.")
@@ -87,15 +89,17 @@ def main() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--no-repeat", is_flag=True, help="Count every block instead of counting repeated blocks once.")
 @MAX_MODULES_OPTION
-def count(model_config: Path, seq_len, batch, device, depth, fmt, no_repeat, max_modules) -> None:
-    """Count one training step of a Hugging Face model from its config.json."""
+def count(model_config: Path, seq_len, decoder_len, batch, device, depth, fmt, no_repeat, max_modules) -> None:
+    """Count one training step of a Hugging Face model from its config.json.
+
+    An encoder-decoder (T5, BART, Whisper) is counted whole: encoder and decoder."""
     from .counting import CountingError
     from .counting.hf import count_hf
 
     quiet_libraries()
     try:
-        result = count_hf(model_config, batch=batch, seq_len=seq_len, device=device, repeated_blocks=not no_repeat,
-                          max_modules=max_modules)
+        result = count_hf(model_config, batch=batch, seq_len=seq_len, decoder_len=decoder_len, device=device,
+                          repeated_blocks=not no_repeat, max_modules=max_modules)
     except CountingError as exc:
         fail(str(exc))
     if fmt == "json":

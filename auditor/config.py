@@ -128,6 +128,14 @@ def _rules(value: Any) -> list[str]:
 
 # ----- sections
 
+def _only_with(data: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """``data``, where each (extra, needs) pair's extra key comes only with its needs key."""
+    for extra, needs in pairs:
+        if extra in data and needs not in data:
+            raise _FieldError(f"got {short(data[extra])}; expected {extra} only with {needs}", extra)
+    return data
+
+
 class _Section(BaseModel):
     """A mapping with known keys: null values dropped, unknown keys and missing required ones named."""
 
@@ -176,10 +184,7 @@ class ModelSection(_Section):
         given = [k for k in MODEL_KINDS if k in data]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(MODEL_KINDS)} (got {join_words(given) or 'none'})")
-        for extra, needs in (("kwargs", "factory"), ("active_parameters", "parameters")):
-            if extra in data and needs not in data:
-                raise _FieldError(f"got {short(data[extra])}; expected {extra} only with {needs}", extra)
-        return data
+        return _only_with(data, (("kwargs", "factory"), ("active_parameters", "parameters")))
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> "ModelSection":
@@ -229,6 +234,9 @@ class DataSection(_Section):
     seq_len: _number(int, "number of tokens a sequence", maximum=MAX_SEQ_LEN,
                     maximum_text=f"a sequence length of at most {MAX_SEQ_LEN:_}") | None = Field(
         None, description="tokens a sequence")
+    decoder_len: _number(int, "number of decoder tokens a sequence", maximum=MAX_SEQ_LEN,
+                         maximum_text=f"a decoder length of at most {MAX_SEQ_LEN:_}") | None = Field(
+        None, description="an encoder-decoder's decoder tokens a sequence (default seq_len)")
     epochs: _number(Fraction, "number of epochs") = Field(Fraction(1), description="passes over the data")
     modality: _choice(MODALITIES, " (the kind of training data)") = Field("text", description="the kind of data")
 
@@ -246,7 +254,7 @@ class DataSection(_Section):
             for key, what in needed.items():
                 if key not in data:
                     raise _FieldError(f"missing; expected {what}", key)
-        return data
+        return _only_with(data, (("decoder_len", "seq_len"),))
 
     @property
     def tokens_per_epoch(self) -> int:

@@ -222,7 +222,10 @@ def _cache_payload(config) -> dict | None:
             source = json.loads(read_regular(spec.hf_config_path, MAX_CONFIG_BYTES).decode("utf-8-sig"))
         except (OSError, ValueError, TypeError, RecursionError):
             return None  # building reports the problem properly
-    return {"hf_config": source, "seq_len": config.data.seq_len}
+    payload = {"hf_config": source, "seq_len": config.data.seq_len}
+    if config.data.decoder_len is not None:
+        payload["decoder_len"] = config.data.decoder_len
+    return payload
 
 
 def count_model(config, say: Callable[[str], None], trust=None):
@@ -249,6 +252,7 @@ def count_model(config, say: Callable[[str], None], trust=None):
         return _COUNTED[key]
     say("building the model on the meta device")
     model = build_model(config, payload["hf_config"] if payload else None, max_modules=trust.max_modules)
+    _check_decoder_len(config, model)
     if model is None:
         return None, None, None, "the model is given as a bare parameter count"
     from .counting import CountingError
@@ -260,13 +264,13 @@ def count_model(config, say: Callable[[str], None], trust=None):
         return info, None, None, "data.seq_len is not given: attention work depends on it"
     say(f"counting one sequence of {seq_len:,} tokens")
     try:
-        step, half_total = count_for_run(model, seq_len)
+        step, half_total = count_for_run(model, seq_len, config.data.decoder_len)
     except CountingError as exc:
         if payload is None or "on the meta device" not in str(exc):
             return info, None, None, str(exc)
         say("the model cannot run on meta: counting shallow slices of it on the CPU")
         try:
-            step, half_total = _count_by_slices(payload["hf_config"], seq_len)
+            step, half_total = _count_by_slices(payload["hf_config"], seq_len, config.data.decoder_len)
         except Exception as why:           # SliceRefused, or the slice failing on the CPU too
             return info, None, None, f"{exc}; counting slices of it on the CPU: {error_text(why, with_type=False)}"
     if key:
@@ -275,13 +279,23 @@ def count_model(config, say: Callable[[str], None], trust=None):
     return info, step, half_total, None
 
 
-def _count_by_slices(hf_config: dict, seq_len: int):
+def _count_by_slices(hf_config: dict, seq_len: int, decoder_len: int | None):
     """count_for_run's answer for a model that fails on meta, from CPU slices (counting/slices.py)."""
     from .counting.slices import count_hf_by_slices
 
-    step, half_total, said = count_hf_by_slices(hf_config, seq_len)
+    step, half_total, said = count_hf_by_slices(hf_config, seq_len, decoder_len)
     step.assumptions.extend(said)
     return step, half_total
+
+
+def _check_decoder_len(config, model) -> None:
+    """data.decoder_len is for an encoder-decoder's decoder: refused for any other model, where it
+    would be silently ignored."""
+    from .counting.hf import is_encoder_decoder
+
+    if config.data.decoder_len is not None and not is_encoder_decoder(getattr(model, "config", None)):
+        raise PreflightError(f"{_where(config)}: data.decoder_len: got {config.data.decoder_len}; expected "
+                             f"decoder_len only for a Hugging Face encoder-decoder model (T5, BART, Whisper)")
 
 
 def run_preflight(config, *, progress: Callable[[str], None] | None = None, trust=None) -> Preflight:
@@ -303,7 +317,8 @@ def run_preflight(config, *, progress: Callable[[str], None] | None = None, trus
     if info is not None:
         result.model = {"parameters": info.parameters, "active_parameters": info.active_parameters,
                         "embedding_parameters": info.embedding_parameters, "n_layer": info.n_layer,
-                        "n_heads": info.n_heads, "head_dim": info.head_dim, "d_model": info.d_model,
+                        "n_heads": info.n_heads, "head_dim": info.head_dim, "qk_head_dim": info.qk_head_dim,
+                        "v_head_dim": info.v_head_dim, "d_model": info.d_model,
                         "experts": info.experts, "experts_per_token": info.top_k}
     else:
         result.model = {"parameters": config.model.parameters,
@@ -312,11 +327,12 @@ def run_preflight(config, *, progress: Callable[[str], None] | None = None, trus
     n_total = result.model.get("parameters")
     n_active = result.model.get("active_parameters")
     if n_total:
-        shaped = info is not None and info.n_heads and info.head_dim and info.n_layer and seq_len
+        shaped = info is not None and info.n_heads and info.qk_head_dim and info.n_layer and seq_len
         result.estimates.append(analytic_estimate(
             n_total, tokens, active_params=n_active if n_active and n_active != n_total else None,
             n_layer=info.n_layer if shaped else None, n_ctx=seq_len if shaped else None,
-            n_heads=info.n_heads if shaped else None, head_dim=info.head_dim if shaped else None))
+            n_heads=info.n_heads if shaped else None, head_dim=info.qk_head_dim if shaped else None,
+            v_head_dim=info.v_head_dim if shaped else None))
 
     if config.hardware is not None:
         hw = config.hardware

@@ -123,6 +123,8 @@ NOTES = {
     **dict.fromkeys(("dbrx", "jetmoe"), _LOOP_ON_META),
     "longcat_flash": _LOOP + "; zero-computation (identity) experts cost nothing, so experts per token < k",
     **dict.fromkeys(("mamba", "mamba2", "falcon_mamba"), _FP32),
+    "whisper": "conv1 reads the mel features, which need no gradient: its backward is the weight gradient "
+               "alone, so bwd/fwd < 2",
     "hrm_text": "hierarchical recurrence: all but the last cycle run without gradient, so bwd/fwd < 2",
     "reformer": "reversible layers recompute the forward inside backward; counted as backward",
     "xlnet": "builds tensors on CPU inside forward: a meta-only failure",

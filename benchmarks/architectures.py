@@ -1,7 +1,10 @@
 """Sweep every causal-LM architecture of the installed transformers through the counter.
 
 For each config type in ``AutoModelForCausalLM``'s mapping: make a tiny config (generic size
-rules, then per-model overrides), count one training step on the meta device with and without
+rules, then per-model overrides), build it with the model class count_hf chooses
+(``auditor.counting.hf.model_class``: an encoder-decoder such as bart or whisper builds its
+whole sequence-to-sequence model, not the causal LM that is its decoder alone; the notes name
+that class), count one training step on the meta device with and without
 the repeated-block shortcut, and record whether it builds and runs, the uncovered ops, whether
 both totals agree exactly, the backward/forward ratio and, for mixture-of-experts models, how
 many experts each token was charged for. A model that fails on meta is retried on CPU with
@@ -101,6 +104,12 @@ def causal_lm_types() -> list[str]:
     return sorted(AutoModelForCausalLM._model_mapping._model_mapping)
 
 
+def causal_lm_class(config) -> str:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM._model_mapping[type(config)].__name__
+
+
 # ---------------------------------------------------------------- measuring one model
 
 
@@ -183,8 +192,9 @@ def measure(model_type: str) -> dict:
     try:
         mapping = tiny_config(model_type)
         config = load_config(mapping)
-        model = build_model(config, "meta")
+        model = build_model(config, "meta")  # the class count_hf builds, counted below through count_hf
         row["class"] = type(model).__name__
+        row["causal_class"] = causal_lm_class(config)
         model_info(model)  # what preflight's analytic method reads: it must not fail either
         row["built"] = True
         if row["family"] == "dense" and (is_moe(model) or _experts_modules(model)):
@@ -295,6 +305,8 @@ def table(rows: list[dict]) -> str:
         ratio = f"{r['backward'] / r['forward']:.3f}" if r.get("forward") else ""
         rep = "" if not r.get("meta") else ("yes" if r["repeated_equal"] else "**no**")
         notes = []
+        if r.get("class") and r["class"] != r.get("causal_class"):
+            notes.append(f"counted as {r['class']}, encoder and decoder ({r['causal_class']} is the decoder alone)")
         if r.get("meta") and r.get("shortcut") not in ("used", "no repeats"):
             notes.append(f"shortcut fell back: {r['shortcut']}")
         if r.get("executed"):

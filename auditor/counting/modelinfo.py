@@ -18,10 +18,13 @@ class ModelInfo:
     d_model: int | None = None
     experts: int | None = None
     top_k: int | None = None
+    qk_head_dim: int | None = None  # the width of q . k a head (MLA: nope + rope, 192 in DeepSeek-V3)
+    v_head_dim: int | None = None   # the width of v a head (MLA: v_head_dim, 128 in DeepSeek-V3)
 
     @property
     def d_attn(self) -> int | None:
-        return self.n_heads * self.head_dim if self.n_heads and self.head_dim else None
+        """The attention-score width, heads x the q . k width a head."""
+        return self.n_heads * self.qk_head_dim if self.n_heads and self.qk_head_dim else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +64,17 @@ def routed_parameters(model, experts: int) -> list:
     return list(routed.values())
 
 
+def attention_widths(text, head_dim: int | None) -> tuple[int | None, int | None]:
+    """(q . k width, v width) of one attention head from a config; ``head_dim`` where it says no other.
+
+    MLA (DeepSeek-V2/V3, Kimi, MiniCPM3) scores over qk_nope_head_dim + qk_rope_head_dim (its
+    head_dim is only the rope part) and mixes values of v_head_dim; others (MiMo-V2) give
+    head_dim for q . k and v_head_dim for v."""
+    nope, rope = _first(text, ("qk_nope_head_dim",)), _first(text, ("qk_rope_head_dim",))
+    qk = _first(text, ("qk_head_dim",)) or (nope + rope if nope and rope else head_dim)
+    return qk, _first(text, ("v_head_dim",)) or qk
+
+
 def model_info(model) -> ModelInfo:
     import torch
 
@@ -77,4 +91,5 @@ def model_info(model) -> ModelInfo:
     d_model = _first(text, ("hidden_size", "n_embd", "d_model"))
     head_dim = _first(text, ("head_dim", "d_kv")) or (d_model // n_heads if d_model and n_heads else None)
     n_layer = _first(text, ("num_hidden_layers", "n_layer", "num_layers"))
-    return ModelInfo(total, active, embedding, n_layer, n_heads, head_dim, d_model, experts, top_k)
+    qk, v = attention_widths(text, head_dim)
+    return ModelInfo(total, active, embedding, n_layer, n_heads, head_dim, d_model, experts, top_k, qk, v)

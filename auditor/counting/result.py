@@ -23,6 +23,7 @@ class StepCount:
     uncovered: Counter = field(default_factory=Counter)  # op name -> times met
     assumptions: list[str] = field(default_factory=list)
     tokens: int | None = None  # tokens in the step's batch, where known
+    model_class: str | None = None  # the class counted, where it was built from a config (hf.py)
 
     # -- totals
     def phase(self, name: str) -> int:
@@ -82,14 +83,14 @@ class StepCount:
         return {"records": [[*k, v] for k, v in sorted(self.records.items())],
                 "executed": [[*k, v] for k, v in sorted(self.executed.items())],
                 "uncovered": dict(sorted(self.uncovered.items())),
-                "assumptions": list(self.assumptions), "tokens": self.tokens}
+                "assumptions": list(self.assumptions), "tokens": self.tokens, "model_class": self.model_class}
 
     @classmethod
     def from_json(cls, data: dict) -> "StepCount":
         return cls(Counter({tuple(r[:3]): int(r[3]) for r in data["records"]}),
                    Counter({tuple(r[:3]): int(r[3]) for r in data["executed"]}),
                    Counter({k: int(v) for k, v in data["uncovered"].items()}),
-                   list(data["assumptions"]), data["tokens"])
+                   list(data["assumptions"]), data["tokens"], data.get("model_class"))
 
     def to_dict(self) -> dict:
         return {
@@ -98,6 +99,7 @@ class StepCount:
             "total_flops": self.total,
             "hardware_flops": self.hardware_total,
             "tokens": self.tokens,
+            "model_class": self.model_class,
             "flops_per_token": self.flops_per_token,
             "complete": self.complete,
             "by_op": self.by_op(),

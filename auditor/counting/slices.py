@@ -159,7 +159,8 @@ def check_affordable(parameters_of_depth, counts: dict[tuple[str, ...], int], se
                            f"{MAX_SLICE_BYTES // 2 ** 30} GiB")
 
 
-def count_hf_by_slices(config: dict[str, Any], seq_len: int) -> tuple[StepCount, int, list[str]]:
+def count_hf_by_slices(config: dict[str, Any], seq_len: int, decoder_len: int | None = None
+                       ) -> tuple[StepCount, int, list[str]]:
     """A Hugging Face config's training step by CPU slices: (count, total at half the context
     (0 where the length is odd), assumptions). SliceRefused where it cannot be trusted or afforded."""
     import torch
@@ -172,12 +173,16 @@ def count_hf_by_slices(config: dict[str, Any], seq_len: int) -> tuple[StepCount,
         return sum(p.numel() for p in build_model(load_config(_with_depths(config, depths))).parameters())
 
     half = seq_len // 2 if seq_len >= 2 and seq_len % 2 == 0 else 0
-    check_affordable(parameters_of_depth, counts, seq_len + half)
+    check_affordable(parameters_of_depth, counts, seq_len + half + 3 * (decoder_len or 0) // 2)
 
-    def count(cfg: dict[str, Any], length: int) -> StepCount:
-        torch.manual_seed(0)
-        return count_hf(cfg, seq_len=length, device="cpu", repeated_blocks=False)
+    def counter(decoder: int | None):
+        def count(cfg: dict[str, Any], length: int) -> StepCount:
+            torch.manual_seed(0)
+            return count_hf(cfg, seq_len=length, decoder_len=decoder, device="cpu", repeated_blocks=False)
+        return count
 
-    step, said = count_by_slices(config, seq_len, count)
-    half_total = count_by_slices(config, half, count)[0].total if half else 0
+    step, said = count_by_slices(config, seq_len, counter(decoder_len))
+    # the half-context count, as methods.counted.count_for_run takes it: both lengths halved
+    half_total = count_by_slices(config, half, counter(decoder_len // 2 if decoder_len else None))[0].total \
+        if half else 0
     return step, half_total, said

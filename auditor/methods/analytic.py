@@ -43,13 +43,18 @@ def kaplan(n: int, n_layer: int, n_ctx: int, d_attn: int, d: int) -> int:
     return (6 * n + 6 * attn) * d
 
 
-def palm(n: int, L: int, H: int, Q: int, T: int, d: int) -> int:  # noqa: N803 (the paper's letters)
+def palm(n: int, L: int, H: int, Q: int, T: int, d: int, *, v_dim: int | None = None) -> int:  # noqa: N803
     """C = (6N + 12 L H Q T) D: Chowdhery et al. 2022 Appendix B, with L layers, H heads, Q the
-    head dimension and T the sequence length."""
+    head dimension and T the sequence length (the paper's letters).
+
+    ``v_dim``: the v width of a head where it differs from Q, the q . k width (MLA); then the
+    attention term is 6 L H T (Q + v_dim): QK^T is 2 T Q a head a token forward, AV 2 T v_dim,
+    and training is three forwards."""
     n, d = _count(n, "number of parameters"), _count(d, "number of tokens")
-    attn = (_count(L, "number of layers") * _count(H, "number of heads") * _count(Q, "head dimension")
-            * _count(T, "sequence length"))
-    return (6 * n + 12 * attn) * d
+    qk = _count(Q, "head dimension")
+    v = qk if v_dim is None else _count(v_dim, "v head dimension")
+    heads_ctx = _count(L, "number of layers") * _count(H, "number of heads") * _count(T, "sequence length")
+    return (6 * n + 6 * heads_ctx * (qk + v)) * d
 
 
 def chinchilla_forward(*, seq_len: int, vocab_size: int, d_model: int, n_layers: int, n_heads: int,
@@ -110,16 +115,36 @@ def _ratio(a: int, b: int) -> float:
     return float(Fraction(a, b))
 
 
+def _v_width(n_heads: int | None, v_head_dim: int | None, width: int | None) -> int | None:
+    """Heads x the v width of a head where given, else the q . k width (one head size for both)."""
+    if v_head_dim is None:
+        return width
+    if n_heads is None:
+        raise ValueError("v_head_dim needs n_heads (heads x v_head_dim is the width of the values)")
+    return _count(n_heads, "number of heads") * _count(v_head_dim, "v head dimension")
+
+
+def _widths_text(n_heads, head_dim, v_head_dim, width: int, v_width: int) -> str:
+    """Which attention widths the Kaplan and PaLM figures used, for the assumptions."""
+    if n_heads is None:
+        return f"attention widths: d_attn {width:,} for q . k and for v alike"
+    v_head = head_dim if v_head_dim is None else v_head_dim
+    return (f"attention widths: q . k {n_heads} heads x {head_dim} = {width:,}, v {n_heads} heads x {v_head} "
+            f"= {v_width:,}" + ("" if v_width == width else " (the scores over q . k, the values over v)"))
+
+
 def analytic_estimate(n_params: int, tokens: int, *, active_params: int | None = None,
                       n_layer: int | None = None, n_ctx: int | None = None, d_attn: int | None = None,
-                      n_heads: int | None = None, head_dim: int | None = None,
+                      n_heads: int | None = None, head_dim: int | None = None, v_head_dim: int | None = None,
                       band: tuple[float, float] = (0.3, 0.3)) -> Estimate:
     """The analytic Estimate: 6 N D central, Kaplan and PaLM beside it where the shape is known.
 
     N is ``active_params`` for a mixture of experts (``n_params`` being the total), else
     ``n_params``. Kaplan needs n_layer, n_ctx and d_attn (d_attn defaults to n_heads x head_dim);
-    PaLM needs n_layer, n_ctx and n_heads x head_dim (or d_attn, which is H x Q). The range is
-    ``band`` (relative, low and high) around 6ND, widened to hold the Kaplan and PaLM figures.
+    PaLM needs n_layer, n_ctx and n_heads x head_dim (or d_attn, which is H x Q). head_dim is
+    the q . k width of a head; ``v_head_dim`` (with n_heads) the v width where it differs (MLA),
+    which PaLM's AV term uses. The range is ``band`` (relative, low and high) around 6ND,
+    widened to hold the Kaplan and PaLM figures.
     """
     total = _count(n_params, "number of parameters")
     d = _count(tokens, "number of tokens")
@@ -137,6 +162,7 @@ def analytic_estimate(n_params: int, tokens: int, *, active_params: int | None =
         if heads_dim is not None and heads_dim != d_attn:
             raise ValueError(f"d_attn ({d_attn}) differs from n_heads x head_dim ({heads_dim})")
     width = d_attn if d_attn is not None else heads_dim
+    v_width = _v_width(n_heads, v_head_dim, width)
     rel_low, rel_high = band
     if not (0 <= rel_low < 1 and rel_high >= 0):
         raise ValueError(f"band must be (low, high) relative widths with 0 <= low < 1 and high >= 0, got {band!r}")
@@ -164,16 +190,20 @@ def analytic_estimate(n_params: int, tokens: int, *, active_params: int | None =
     if n_layer is not None and n_ctx is not None and width is not None:
         layers, ctx = _count(n_layer, "number of layers"), _count(n_ctx, "context length")
         k_fig = kaplan(n, layers, ctx, width, d)
-        p_fig = palm(n, layers, 1, width, ctx, d)      # H x Q = width
+        p_fig = palm(n, layers, 1, width, ctx, d, v_dim=v_width)      # H x Q = width, H x d_v = v_width
         details.update(kaplan=k_fig, palm=p_fig, kaplan_over_six_nd=_ratio(k_fig, central),
                        palm_over_six_nd=_ratio(p_fig, central),
-                       attention_shape={"n_layer": layers, "n_ctx": ctx, "d_attn": width})
+                       attention_shape={"n_layer": layers, "n_ctx": ctx, "d_attn": width, "d_v": v_width})
         extra = [k_fig, p_fig]
+        same = v_width == width
+        palm_form = "(6N + 12 L H Q T)" if same else "(6N + 6 L H T (d_qk + d_v))"
         assumptions += [
+            _widths_text(n_heads, head_dim, v_head_dim, width, v_width),
             f"Kaplan et al. 2020 Table 1: C = (6N + 6 n_layer n_ctx d_attn) D = {k_fig:.3e} "
-            f"({_ratio(k_fig, central):.3f}x 6ND; n_layer {layers}, n_ctx {ctx}, d_attn {width})",
-            f"PaLM, Chowdhery et al. 2022 App. B: C = (6N + 12 L H Q T) D = {p_fig:.3e} "
-            f"({_ratio(p_fig, central):.3f}x 6ND): both attention matmuls over the full context; causal "
+            f"({_ratio(k_fig, central):.3f}x 6ND; n_layer {layers}, n_ctx {ctx}, d_attn {width}: the q . k width)",
+            f"PaLM, Chowdhery et al. 2022 App. B: C = {palm_form} D = {p_fig:.3e} "
+            f"({_ratio(p_fig, central):.3f}x 6ND{'' if same else '; its 12 L H Q T with q . k and v apart'}): "
+            "both attention matmuls over the full context; causal "
             "masking would make half of that attention work useless, an assumption not a discount",
         ]
     elif any(x is not None for x in (n_layer, n_ctx, d_attn, n_heads)):

@@ -36,10 +36,16 @@ def _sequence_inputs(model, seq_len: int, decoder_len: int | None):
 
 
 def count_sequence(model, seq_len: int, decoder_len: int | None = None) -> StepCount:
-    """One training step over one sequence; every call builds fresh inputs."""
+    """One training step over one sequence; every call builds fresh inputs. A Hugging Face
+    model's count names its class and the lengths its stacks ran at (counting/hf.py)."""
     from ..counting import count_step
+    from ..counting.hf import is_transformers_model, name_model
 
-    return count_step(model, _sequence_inputs(model, seq_len, decoder_len), tokens=seq_len)
+    inputs = _sequence_inputs(model, seq_len, decoder_len)
+    step = count_step(model, inputs, tokens=seq_len)
+    if is_transformers_model(model):
+        name_model(step, model, inputs, seq_len, decoder_len)
+    return step
 
 
 def count_for_run(model, seq_len: int, decoder_len: int | None = None) -> tuple[StepCount, int]:
