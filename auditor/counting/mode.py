@@ -8,14 +8,13 @@ charged at their routed (top-k) share, the rest kept apart as executed hardware 
 """
 from __future__ import annotations
 
-
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._pytree import tree_flatten
 
 from .classify import is_compute_class
-from .formulas import Split, lookup, op_name
+from .formulas import Split, bind_names, lookup, op_name, shadowed_torch_formulas
 from .result import StepCount
 
 aten = torch.ops.aten
@@ -127,6 +126,10 @@ class CountingMode:
         self._scope = ModuleScope(names)
         self._dense = dense_experts or {}
         self._dispatch = _Dispatch(self)
+        bind_names()
+        for op in shadowed_torch_formulas():
+            self.result.assumptions.append(
+                f"{op}: a FLOP formula registered with torch after auditor's own is not used; auditor's is")
 
     # The module scope stays outside the dispatch mode: the mode re-enters itself to count
     # decomposed ops, and that must not reset the scope.
@@ -146,9 +149,9 @@ class CountingMode:
             self.result.uncovered[name] += 1
 
     def _record(self, op: str, flops: int | Split) -> None:
-        recomputed = 0
+        hardware_only = 0
         if isinstance(flops, Split):
-            flops, recomputed = flops
+            flops, hardware_only = flops
         phase = _phase(self._scope)
         module = self._scope.current()
         key = (phase, module, op)
@@ -160,8 +163,8 @@ class CountingMode:
                 flops = routed
                 break
         self.result.records[key] += flops
-        if recomputed:
-            self.result.executed[key] += recomputed
+        if hardware_only:
+            self.result.executed[key] += hardware_only
 
 
 def _phase(scope: ModuleScope) -> str:
