@@ -10,18 +10,20 @@ one function. A multiply-add is two operations, as in torch's formulas and vendo
   convolution.py  grouped convolution backward (replaces torch's); oneDNN convolution
   recurrent.py    oneDNN LSTM layers, forward and backward (the gradients the model needs)
   solve.py        triangular solves
+  sparse.py       products with a sparse operand, counted from the stored elements
 
 Ours that replace torch's formula for the same op are in ``REPLACES_TORCH`` with the reason,
 and listed in docs/counting.md.
 """
 from __future__ import annotations
 
-from . import attention, convolution, matmul, recurrent, solve  # noqa: F401  (they register)
+from . import attention, convolution, matmul, recurrent, solve, sparse  # noqa: F401  (they register)
 from .registry import (
     BY_NAME,
     AllFormulas,
     OURS,
     REPLACES_TORCH,
+    SPARSE,
     TORCH_REGISTRY,
     Split,
     bind_names,
@@ -29,9 +31,10 @@ from .registry import (
     lookup,
     op_name,
     shadowed_torch_formulas,
+    sparse_formula,
 )
 
 REGISTRY = AllFormulas()  # every formula, ours over torch's: a live, read-only view
 
-__all__ = ["BY_NAME", "OURS", "REGISTRY", "REPLACES_TORCH", "TORCH_REGISTRY", "Split", "bind_names",
-           "formula", "lookup", "op_name", "shadowed_torch_formulas"]
+__all__ = ["BY_NAME", "OURS", "REGISTRY", "REPLACES_TORCH", "SPARSE", "TORCH_REGISTRY", "Split", "bind_names",
+           "formula", "lookup", "op_name", "shadowed_torch_formulas", "sparse_formula"]

@@ -6,6 +6,10 @@ torch's registry is looked up when an op is counted, never copied, so a formula 
 same op, ours must say why it replaces it (``replaces_torch="..."``): those are listed, with
 their reasons, in docs/counting.md. A second formula of ours for one op is refused unless it says
 it replaces the first, as torch refuses duplicates.
+
+Formulas for sparse operands are kept apart (``SPARSE``): a shape formula sees a sparse matrix
+as dense and would count every zero, so the counting mode gives an op with a sparse operand to
+its sparse formula, which counts from the stored elements or declines (returns None).
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ BY_NAME: dict[str, Formula] = {}
 _UNBOUND: set[str] = set()
 # Ours that replace torch's formula for the same op on purpose: packet or name -> the reason.
 REPLACES_TORCH: dict[Any, str] = {}
+# Overload packet -> formula(*tensors, out_val=...) -> int, or None where it cannot be exact.
+SPARSE: dict[Any, Formula] = {}
 
 
 class Split(NamedTuple):
@@ -66,6 +72,18 @@ def formula(*targets: Any, raw: bool = False, replaces_torch: str = "", replaces
     return register
 
 
+def sparse_formula(*targets: Any):
+    """Register ``fn`` (raw: it receives the tensors) for calls of these ops with a sparse operand."""
+    def register(fn: Formula) -> Formula:
+        for target in targets:
+            if target in SPARSE:
+                raise ValueError(f"{op_name(target)}: a sparse-operand formula is already registered")
+            SPARSE[target] = fn
+        return fn
+
+    return register
+
+
 def _refuse_duplicate(target: Any, replaces_torch: str, replaces_ours: bool) -> None:
     name = target if isinstance(target, str) else op_name(target)
     if (target in BY_NAME or target in OURS) and not replaces_ours:
@@ -75,15 +93,17 @@ def _refuse_duplicate(target: Any, replaces_torch: str, replaces_ours: bool) -> 
 
 
 def lookup(packet: Any) -> Formula | None:
-    """The formula for an op: ours, else torch's (live); None if none.
+    """The formula for an op: ours, else torch's (live), else a sparse-only op's; None if none.
 
     A few dict look-ups: the counting mode calls this for every op it sees.
     """
     found = OURS.get(packet)
     if found is None:
         found = TORCH_REGISTRY.get(packet)
-        if found is None and _UNBOUND:
-            found = _bind_by_name(packet)
+        if found is None:
+            found = SPARSE.get(packet)
+            if found is None and _UNBOUND:
+                found = _bind_by_name(packet)
     return found
 
 
@@ -125,7 +145,7 @@ class AllFormulas(Mapping):
         return found
 
     def __iter__(self) -> Iterator[Any]:
-        return iter({**dict.fromkeys(TORCH_REGISTRY), **dict.fromkeys(OURS)})
+        return iter({**dict.fromkeys(SPARSE), **dict.fromkeys(TORCH_REGISTRY), **dict.fromkeys(OURS)})
 
     def __len__(self) -> int:
-        return len(OURS.keys() | TORCH_REGISTRY.keys())
+        return len(OURS.keys() | TORCH_REGISTRY.keys() | SPARSE.keys())
