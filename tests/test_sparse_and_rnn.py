@@ -1,4 +1,7 @@
-"""Operands shape formulas do not model (sparse matrices)."""
+"""Operands shape formulas do not model (sparse matrices), and recurrent layers counted the same
+on the CPU (oneDNN's fused LSTM kernel) as on the meta device (decomposed into matmuls)."""
+import itertools
+
 import pytest
 import torch
 
@@ -137,3 +140,96 @@ def test_sparse_on_meta():
         layer = GCNLayer(on_meta)
     with pytest.raises(CountingError, match=r"^GCNLayer cannot run on the meta device: .*SparseMeta"):
         count_step(layer, torch.randn(N, F_IN, device="meta"))
+
+
+# --- recurrent layers: the CPU's fused kernel and the meta device's matmuls agree --------------
+
+T, B, I, H = 5, 3, 4, 6
+GATES = {torch.nn.LSTM: 4, torch.nn.GRU: 3, torch.nn.RNN: 1}
+
+
+def rnn_closed_form(cls, layers: int, directions: int, input_grad: bool, h0_grad: bool = False,
+                    frozen_first_layer: bool = False) -> tuple[int, int]:
+    """Forward and backward of a stacked RNN, from its matmuls.
+
+    Per layer and direction, with G gates, input width I_l (I, then H x directions) and
+    R = T x B rows, the forward is the input and recurrent matmuls, 2 R G H (I_l + H). The
+    backward needs: the weight gradients, 2 R G H I_l and 2 R G H H, for weights that require grad;
+    the input gradient, 2 R G H I_l, where the input requires grad (always, past the first
+    layer); the recurrent gradient to the state of every step but the first, 2 (T - 1) B G H H,
+    and 2 B G H H more where the initial state requires grad. Biases add elementwise work only.
+    """
+    g = GATES[cls]
+    rows = T * B
+    forward = backward = 0
+    for layer in range(layers):
+        width = I if layer == 0 else H * directions
+        weights = not (frozen_first_layer and layer == 0)
+        for _ in range(directions):
+            forward += 2 * rows * g * H * (width + H)
+            backward += weights * 2 * rows * g * H * (width + H)
+            backward += (layer > 0 or input_grad) * 2 * rows * g * H * width
+            backward += 2 * (T - 1) * B * g * H * H + h0_grad * 2 * B * g * H * H
+    return forward, backward
+
+
+class LearnedState(torch.nn.Module):
+    """An RNN whose initial state is a parameter (so it requires grad), built on any device."""
+
+    def __init__(self, cls, layers: int):
+        super().__init__()
+        self.rnn = cls(I, H, num_layers=layers, batch_first=True)
+        self.h0 = torch.nn.Parameter(torch.zeros(layers, B, H))
+        self.c0 = torch.nn.Parameter(torch.zeros(layers, B, H)) if cls is torch.nn.LSTM else None
+
+    def forward(self, x):
+        state = self.h0 if self.c0 is None else (self.h0, self.c0)
+        return self.rnn(x, state)[0]
+
+
+def count_on(device: str, build, input_grad: bool):
+    with torch.device(device):
+        model = build()
+    x = torch.randn(B, T, I, device=device, requires_grad=input_grad)
+    return count_step(model, x, loss_fn=lambda out: (out[0] if isinstance(out, tuple) else out).float().sum())
+
+
+@pytest.mark.parametrize("cls, layers, bidirectional, input_grad",
+                         list(itertools.product(GATES, (1, 2), (False, True), (False, True))))
+def test_rnn_counts_the_same_on_cpu_and_meta(cls, layers, bidirectional, input_grad):
+    expected = rnn_closed_form(cls, layers, 2 if bidirectional else 1, input_grad)
+
+    def build():
+        return cls(I, H, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+
+    for device in ("cpu", "meta"):
+        r = count_on(device, build, input_grad)
+        assert (r.forward, r.backward) == expected, device
+        assert r.complete
+
+
+@pytest.mark.parametrize("cls", list(GATES))
+def test_rnn_learned_initial_state_and_frozen_layer(cls):
+    def learned():
+        return LearnedState(cls, 2)
+
+    def frozen():
+        model = cls(I, H, num_layers=2, batch_first=True)
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(model, name).requires_grad_(False)
+        return model
+
+    for device in ("cpu", "meta"):
+        r = count_on(device, learned, input_grad=False)
+        assert (r.forward, r.backward) == rnn_closed_form(cls, 2, 1, False, h0_grad=True), device
+        r = count_on(device, frozen, input_grad=True)
+        assert (r.forward, r.backward) == rnn_closed_form(cls, 2, 1, True, frozen_first_layer=True), device
+
+
+def test_cpu_lstm_kernel_work_beyond_the_model_is_hardware_work():
+    """oneDNN's LSTM backward computes every gradient, twice the forward; what the model does not
+    need (here the input's gradient and the initial state's) is kept as hardware work."""
+    r = count_on("cpu", lambda: torch.nn.LSTM(I, H, batch_first=True), input_grad=False)
+    forward, backward = rnn_closed_form(torch.nn.LSTM, 1, 1, False)
+    assert r.hardware_total == forward + 2 * forward
+    assert sum(r.executed.values()) == 2 * forward - backward == 2 * T * B * 4 * H * I + 2 * B * 4 * H * H
