@@ -188,7 +188,12 @@ def test_lstm_two_layers_cpu_kernel():
     r = count_step(torch.nn.LSTM(i, h, batch_first=True, num_layers=2), torch.randn(b, t, i),
                    loss_fn=lambda out: out[0].sum())
     fwd = 2 * b * t * 4 * h * (i + h) + 2 * b * t * 4 * h * (h + h)
-    assert (r.forward, r.backward) == (fwd, 2 * fwd)  # the kernel computes every gradient
+    # Backward, the gradients the model needs: both layers' weights (as much as the forward),
+    # the second layer's input (the first's is data), and the recurrent state of every step
+    # but the first (the initial state is zeros, needing none).
+    bwd = fwd + 2 * b * t * 4 * h * h + 2 * 2 * b * (t - 1) * 4 * h * h
+    assert (r.forward, r.backward) == (fwd, bwd)
+    assert r.hardware_total == 3 * fwd  # the kernel computes every gradient: twice the forward
     assert r.complete
 
 

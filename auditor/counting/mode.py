@@ -5,9 +5,12 @@ ops of a compute class with no formula are recorded, never dropped; each op is c
 innermost module (by its path in the original model, so a block keeps its name when the
 repeated-block counter moves it); and experts that run densely and mask the result are
 charged at their routed (top-k) share, the rest kept apart as executed hardware work.
+An op with a sparse operand is counted by its sparse formula (from the stored elements) or
+reported uncovered: a shape formula would count every zero of the sparse matrix.
 """
 from __future__ import annotations
 
+import weakref
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -15,8 +18,9 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.utils._pytree import tree_flatten
 
 from .classify import is_compute_class
-from .formulas import Split, lookup, op_name
-from .result import StepCount
+from .formulas import SPARSE, Split, bind_names, lookup, op_name, shadowed_torch_formulas
+from .formulas.sparse import DENSE_LAYOUTS, stored_elements
+from .result import Key, StepCount
 
 from .metacache import MetaCache
 
@@ -131,6 +135,12 @@ class CountingMode:
         self._scope = ModuleScope(names)
         self._dense = dense_experts or {}
         self._dispatch = _Dispatch(self)
+        # The backward's last dense mm: (its output, record key, FLOPs, inner dimension).
+        self._last_product: tuple[weakref.ref, Key, int, int] | None = None
+        bind_names()
+        for op in shadowed_torch_formulas():
+            self.result.assumptions.append(
+                f"{op}: a FLOP formula registered with torch after auditor's own is not used; auditor's is")
 
     # The module scope stays outside the dispatch mode: the mode re-enters itself to count
     # decomposed ops, and that must not reset the scope.
@@ -149,10 +159,14 @@ class CountingMode:
         """An op of a compute class met with no formula (the caller has checked the class)."""
         self.result.uncovered[name] += 1
 
-    def _record(self, op: str, flops: int | Split) -> None:
-        recomputed = 0
+    def _note_unmodelled(self, name: str, layout: torch.layout) -> None:
+        """An op whose formula cannot count this operand kind: reported, never counted as dense."""
+        self.result.uncovered[f"{name} ({str(layout).removeprefix('torch.')} operand)"] += 1
+
+    def _record(self, op: str, flops: int | Split) -> Key:
+        hardware_only = 0
         if isinstance(flops, Split):
-            flops, recomputed = flops
+            flops, hardware_only = flops
         phase = _phase(self._scope)
         module = self._scope.current()
         key = (phase, module, op)
@@ -164,8 +178,27 @@ class CountingMode:
                 flops = routed
                 break
         self.result.records[key] += flops
-        if recomputed:
-            self.result.executed[key] += recomputed
+        if hardware_only:
+            self.result.executed[key] += hardware_only
+        return key
+
+    def _note_product(self, out: torch.Tensor, key: Key, flops: int, inner: int) -> None:
+        self._last_product = (weakref.ref(out), key, flops, inner) if key[0] == "backward" else None
+
+    def _sampled_product(self, dense: torch.Tensor, mask: torch.Tensor) -> None:
+        """``sparse_mask(mm(a, b), mask)`` in the backward: torch's gradient for the values of a
+        COO matrix. The model needs (a @ b) only where ``mask`` stores an element, 2 x stored x
+        inner dimension, as CSR's ``sparse_sampled_addmm`` computes it; the rest of the dense
+        product is hardware work."""
+        last, self._last_product = self._last_product, None
+        if last is None or last[0]() is not dense:
+            return
+        _, key, flops, inner = last
+        stored = stored_elements(mask)
+        if stored is not None and 2 * stored * inner < flops:
+            extra = flops - 2 * stored * inner
+            self.result.records[key] -= extra
+            self.result.executed[key] += extra
 
 
 def _phase(scope: ModuleScope) -> str:
@@ -259,10 +292,33 @@ class _Dispatch(TorchDispatchMode):
                 return decomposed
         out = self.counter.meta.run(func, args, kwargs)
         if formula is None:
+            if func is aten.sparse_mask.default:
+                self.counter._sampled_product(args[0], args[1])
             if _compute_class(packet):
                 self.counter._note_uncovered(op_name(packet))
             return out
-        flops = formula(*args, **kwargs, out_val=out)
+        layout = _unmodelled_layout(args, kwargs)
+        if layout is None:
+            flops = formula(*args, **kwargs, out_val=out)
+        else:
+            sparse = SPARSE.get(packet)
+            flops = sparse(*args, **kwargs, out_val=out) if sparse is not None else None
+            if flops is None:
+                self.counter._note_unmodelled(op_name(packet), layout)
+                return out
         if flops:
-            self.counter._record(op_name(packet), flops)
+            key = self.counter._record(op_name(packet), flops)
+            if packet is aten.mm and layout is None:
+                self.counter._note_product(out, key, flops, args[0].shape[-1])
         return out
+
+
+def _unmodelled_layout(args: tuple, kwargs: dict) -> torch.layout | None:
+    """The first operand layout shape formulas do not model (sparse, jagged), or None."""
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.layout not in DENSE_LAYOUTS:
+            return a.layout
+    for a in kwargs.values():
+        if isinstance(a, torch.Tensor) and a.layout not in DENSE_LAYOUTS:
+            return a.layout
+    return None
