@@ -118,15 +118,18 @@ AS_OF_OPTION = click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "md"]), default="text", show_default=True,
-              help="text: a readable table; json: the contract in DESIGN.md (ints for every count); md: Markdown.")
+              help="text: a readable table; json: a sealed record of the plan (the JSON contract of "
+                   "docs/preflight.md, ints for every count; auditor verify checks it); md: Markdown.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the audit dossier as one self-contained HTML file here.")
 @RULES_OPTION
 @AS_OF_OPTION
 @ALLOW_PATH_OPTION
 @MAX_MODULES_OPTION
+@click.option("--signing-key", type=click.Path(dir_okay=False, path_type=Path), metavar="NAME.key",
+              help="Sign the plan's record (--format json, --html) with this key (auditor keys new).")
 def preflight(config: Path, fmt: str, html_path: Path | None, rules: tuple[str, ...], as_of, allow_paths,
-              max_modules) -> None:
+              max_modules, signing_key) -> None:
     """Estimate a training run's compute from its YAML config and judge it against the rules.
 
     The config is taken as your own: its model factory is imported and run, and its rules: are
@@ -135,15 +138,24 @@ def preflight(config: Path, fmt: str, html_path: Path | None, rules: tuple[str, 
     Exit 0 when every blocking rule is clear, 1 when one is crossed or at risk, 2 on bad input."""
     from .policy import Trust
 
+    from . import dossier
+    from .signing import SigningError, SigningKey
+
+    try:
+        signer = SigningKey.load(signing_key) if signing_key else None
+    except SigningError as exc:
+        fail(f"--signing-key: {exc}")
     trust = Trust(allow_paths=tuple(p.resolve() for p in allow_paths), max_modules=max_modules)
     data = preflight_dict(config, rules, as_of, trust=trust)
-    text = render_preflight(data, fmt)
+    record = dossier.build(data, run=data["run"], config_path=config, signer=signer) \
+        if fmt == "json" or html_path else None
+    # JSON: the plan as a sealed record (`auditor verify plan.json` checks it), the contract's fields at its top
+    text = dossier.canonical(record).decode().rstrip("\n") if fmt == "json" else render_preflight(data, fmt)
     html = None
     if html_path is not None:
-        from . import dossier
         from .render import dossier_html
 
-        html = dossier_html(dossier.build(data, run=data["run"], config_path=config)).encode()
+        html = dossier_html(record).encode()
     click.echo(text)
     if html is not None:
         write_output(html_path, html, "--html")
@@ -290,7 +302,9 @@ def render_gate(result) -> str:
             continue
         worst = ", ".join(f"{v['rule']} {v['status']}" for v in r.failing) or "clear"
         rows.append([printable(r.path), sci(r.preflight["total_flops"]), "FAIL" if r.failing else "ok", worst])
-    summary = f"\n{len(result.results)} configs: {sum(1 for r in result.results if r.fails)} failing, " \
+    from .render import plural
+
+    summary = f"\n{plural(len(result.results), 'config')}: {sum(1 for r in result.results if r.fails)} failing, " \
               f"{sum(1 for r in result.results if r.error)} bad input"
     return table(["config", "FLOPs", "gate", "blocking rules crossed or at risk"], rows) + summary
 
@@ -303,7 +317,8 @@ def report(target: Path, fmt: str, output: Path | None) -> None:
     """Render a sealed dossier (a RUN_DIR holding dossier.json, or the file) as text, JSON, Markdown or HTML.
 
     The dossier is verified first, as `auditor verify` does without keys (its seal, and its figures
-    against its ledger): one that does not verify is refused (exit 2)."""
+    against its ledger): one that does not verify is refused (exit 2). Exit 0 when every blocking
+    rule is clear, 1 when one is crossed or at risk, as for every command that shows verdicts."""
     from . import dossier
     from .render import dossier_html, dossier_markdown, dossier_text
     from .verify import check
@@ -322,6 +337,9 @@ def report(target: Path, fmt: str, output: Path | None) -> None:
     else:
         write_output(output, text.encode(), "-o")
         click.echo(str(output))
+    from .rules import fails_gate
+
+    sys.exit(1 if any(fails_gate(v) for v in data.get("verdicts", [])) else 0)
 
 
 @main.command()
@@ -379,7 +397,8 @@ def thresholds() -> None:
 @thresholds.command("list")
 @AS_OF_OPTION
 def thresholds_list(as_of) -> None:
-    """Every bundled rule with its threshold, comparison, basis and status."""
+    """Every bundled rule with its threshold, comparison, basis and status, and whether runs are
+    judged by it by default (examples, such as the example lab policy, only when named)."""
     from .rules import rule_activity, as_of_day, bundled_rules
 
     day = as_of_day(as_of.date() if as_of else None)
@@ -393,8 +412,9 @@ def thresholds_list(as_of) -> None:
         d = rule.to_dict()
         threshold = (f"{d['comparison']} {sci(int(d['threshold_flops']))}" if d.get("threshold_flops") is not None
                      else f"{d['comparison']} {d['ratio']} of base")
-        rows.append([d["id"], d["jurisdiction"], threshold, d["basis"], status_on(rule, day), "yes" if d["blocking"] else "no"])
-    click.echo(table(["rule", "jurisdiction", "threshold", "basis", "status", "blocking"], rows))
+        rows.append([d["id"], d["jurisdiction"], threshold, d["basis"], status_on(rule, day), "yes" if d["blocking"] else "no",
+                     "when named (an example)" if rule.is_example else "by default"])
+    click.echo(table(["rule", "jurisdiction", "threshold", "basis", "status", "blocking", "judged"], rows))
 
 
 @thresholds.command("show")

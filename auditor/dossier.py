@@ -55,18 +55,22 @@ def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str
         "kind": "tracked" if tracked else "preflight",
     }
     if config_path is not None:
-        raw = Path(config_path).read_bytes()
+        from .config import MAX_FILE_BYTES
+
+        raw = read_regular(config_path, MAX_FILE_BYTES)
         data["config"] = {"path": printable(config_path), "text": raw.decode("utf-8", errors="replace"),
                           "sha256": hashlib.sha256(raw).hexdigest()}
     source = tracked or preflight or {}
     for key in ("total_flops", "low", "high", "estimates", "verdicts", "uncovered_ops", "as_of"):
         if key in source:
             data[key] = source[key]
-    if preflight:
+    if preflight and not tracked:
+        # a plan's record: the preflight's JSON contract whole, at the top, with the seal around it
+        data.update({k: v for k, v in preflight.items() if k not in data})
+    elif preflight:
         data["preflight"] = {k: preflight[k] for k in ("notification", "model", "tokens", "lineage", "modality",
                                                          "central_method", "skipped_methods") if k in preflight}
-        if tracked:
-            data["planned"] = {k: preflight[k] for k in ("total_flops", "low", "high", "estimates")}
+        data["planned"] = {k: preflight[k] for k in ("total_flops", "low", "high", "estimates")}
     if tracked:
         data["tracked"] = {k: tracked[k] for k in ("eval_flops", "recompute_flops", "steps", "series", "ledger")
                            if k in tracked}

@@ -37,7 +37,9 @@ def md_cell(value: Any) -> str:
 def preflight_markdown(data: dict[str, Any]) -> str:
     env = _templates()
     preflight_markdown_filters(env)
-    return env.get_template("preflight.md.j2").render(p=data)
+    main_rules, other_rules = ordered_verdicts(data.get("verdicts", []))
+    return env.get_template("preflight.md.j2").render(p=data, summary=headline(data.get("verdicts", [])),
+                                                       main_rules=main_rules, other_rules=other_rules)
 
 
 def next_deadline(verdict: dict[str, Any]) -> str:
@@ -56,7 +58,7 @@ def verdict_table(verdicts: list[dict[str, Any]], *, deadlines: bool) -> str:
 
 def preflight_markdown_filters(env) -> None:
     env.filters.update(sci=sci, cell=md_cell, two=two_significant)
-    env.globals.update(next_deadline=next_deadline)
+    env.globals.update(next_deadline=next_deadline, sci=sci, margin=margin)
 
 
 def preflight_text(data: dict[str, Any]) -> str:
@@ -85,11 +87,16 @@ def preflight_text(data: dict[str, Any]) -> str:
         lines.append(f"counted per token {counted['flops_per_token']:,} vs 6 x active parameters {six_n:,} "
                      f"({counted['flops_per_token'] / six_n:.3f}x; attention and the context make the difference)")
     if data.get("verdicts"):
-        lines.append(f"\nrules, as of {data.get('as_of')}:")
-        lines.append(verdict_table(data["verdicts"], deadlines=True))
-        for v in data["verdicts"]:
+        summary = headline(data["verdicts"])
+        lines.append("")
+        lines.extend(headline_lines(summary))
+        main_rules, other_rules = ordered_verdicts(data["verdicts"])
+        lines.append(f"\nrules, as of {data.get('as_of')} (blocking rules in force first):")
+        lines.append(verdict_table(main_rules + other_rules, deadlines=True))
+        for v in main_rules + other_rules:
             if v["status"] in ("crossed", "at_risk"):
                 lines.append(f"  {v['rule']}: {v['reason']}")
+        lines.append(MARGIN_NOTE)
     for method, why in data.get("skipped_methods", {}).items():
         lines.append(f"{method} method not used: {why}")
     lines.append("uncovered ops: " + (", ".join(data["uncovered_ops"]) or "none"))
@@ -101,18 +108,56 @@ def preflight_text(data: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- dossiers
 
-def dossier_summary(d: dict[str, Any]) -> dict[str, str]:
-    """The sentence at the top: the worst status among the rules in force."""
-    order = ["crossed", "at_risk", "clear"]
-    live = [v for v in d.get("verdicts", []) if v["status"] in order]
-    if not live:
-        return {"status": "not_in_force", "text": "No rule checked is in force for this run."}
-    worst = min(live, key=lambda v: (order.index(v["status"]), not v["blocking"]))
-    if worst["status"] == "clear":
-        return {"status": "clear", "text": f"Clear of all {len(live)} rules in force."}
-    named = [v["rule"] for v in live if v["status"] == worst["status"]]
-    verb = "Crosses" if worst["status"] == "crossed" else "At risk of crossing"
-    return {"status": worst["status"], "text": f"{verb} {', '.join(named)}."}
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 rule', '2 rules', '1 config', '3 configs'."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def headline(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a reviewer reads first, for any view: the blocking rules crossed, then those at risk,
+    with the first deadline and what follows; the non-blocking ones after, as an aside.
+
+    ``status`` (the banner's colour and the gate's word) comes from the blocking rules alone: a
+    run that crosses only an indicative line is clear of what stops it."""
+    live = [v for v in verdicts if v["status"] != "not_in_force"]
+    blocking = [v for v in live if v["blocking"]]
+    crossed = [v for v in blocking if v["status"] == "crossed"]
+    at_risk = [v for v in blocking if v["status"] == "at_risk"]
+    acting = crossed + at_risk
+    parts = []
+    if crossed:
+        parts.append(f"Crosses {', '.join(v['rule'] for v in crossed)}")
+    if at_risk:
+        parts.append(f"{'at' if crossed else 'At'} risk of crossing {', '.join(v['rule'] for v in at_risk)}")
+    if acting:
+        status, text = ("crossed" if crossed else "at_risk"), "; ".join(parts) + "."
+    elif blocking:
+        status, text = "clear", f"Clear of every blocking rule in force ({plural(len(blocking), 'rule')})."
+    elif live:
+        status, text = "clear", "No blocking rule in force covers this run."
+    else:
+        status, text = "not_in_force", "No rule checked is in force for this run."
+    due = sorted((d["due"], d["what"], v["rule"]) for v in acting for d in v.get("deadlines", []) if d.get("due"))
+    others = [v for v in live if not v["blocking"] and v["status"] in ("crossed", "at_risk")]
+    return {
+        "status": status, "text": text, "blocking": acting,
+        "deadline": f"{due[0][1]} by {due[0][0]} ({due[0][2]})" if due else None,
+        "follows": list(dict.fromkeys(o for v in acting for o in v.get("obligations", []))),
+        "also": (f"Not blocking: {', '.join(v['rule'] + ' ' + v['status'].replace('_', ' ') for v in others)}."
+                 if others else None),
+        "passes": not acting,
+    }
+
+
+def dossier_summary(d: dict[str, Any]) -> dict[str, Any]:
+    """The headline of a dossier (see headline)."""
+    return headline(d.get("verdicts", []))
+
+
+def ordered_verdicts(verdicts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(blocking rules in force, the rest): a table shows the first, and folds the second."""
+    first = [v for v in verdicts if v["blocking"] and v["status"] != "not_in_force"]
+    return first, [v for v in verdicts if v not in first]
 
 
 def breakdown_rows(d: dict[str, Any], key: str, limit: int = 25) -> list[dict[str, Any]]:
@@ -133,12 +178,19 @@ def breakdown_rows(d: dict[str, Any], key: str, limit: int = 25) -> list[dict[st
 def dossier_context(d: dict[str, Any]) -> dict[str, Any]:
     from .charts import ranges_svg, series_svg
 
-    return {"d": d, "summary": dossier_summary(d), "notification": (d.get("preflight") or {}).get("notification"),
+    main_rules, other_rules = ordered_verdicts(d.get("verdicts", []))
+    return {"d": d, "summary": dossier_summary(d),
+            "notification": d.get("notification") or (d.get("preflight") or {}).get("notification"),
+            "main_rules": main_rules, "other_rules": other_rules,
             "ranges_chart": ranges_svg(d.get("estimates", []) + [{**e, "method": f"planned {e['method']}"}
                                                                 for e in (d.get("planned") or {}).get("estimates", [])],
                                        d.get("verdicts", [])),
             "series_chart": series_svg((d.get("tracked") or {}).get("series", [])),
             "breakdown_ops": breakdown_rows(d, "by_op"), "breakdown_modules": breakdown_rows(d, "by_module")}
+
+
+MARGIN_NOTE = ("margin: the high end of the figure a rule compares, over its threshold (1.00 is at the line; a "
+               "rule on cumulative or base-relative compute compares other figures than the run's own)")
 
 
 def margin(value: float) -> str:
@@ -158,14 +210,26 @@ def dossier_markdown(d: dict[str, Any]) -> str:
     preflight_markdown_filters(env)
     env.globals.update(sci=sci, two=two_significant, margin=margin)
     context = dossier_context(d)
-    return env.get_template("dossier.md.j2").render(d=d, summary=context["summary"],
-                                                     notification=context["notification"])
+    return env.get_template("dossier.md.j2").render(**{k: context[k] for k in (
+        "d", "summary", "notification", "main_rules", "other_rules")})
+
+
+def headline_lines(summary: dict[str, Any]) -> list[str]:
+    """The headline as text lines: the verdict, the first deadline, what follows, the aside."""
+    lines = [("FAIL: " if not summary["passes"] else "PASS: ") + summary["text"]]
+    if summary["deadline"]:
+        lines.append(f"first deadline: {summary['deadline']}")
+    lines.extend(f"follows: {o}" for o in summary["follows"][:5])
+    if summary["also"]:
+        lines.append(summary["also"])
+    return lines
 
 
 def dossier_text(d: dict[str, Any]) -> str:
     summary = dossier_summary(d)
     lines = [f"{d['run']}: {two_significant(d['total_flops'])} FLOP (range {two_significant(d['low'])} to "
-             f"{two_significant(d['high'])}); {summary['text']}"]
-    lines.append(verdict_table(d.get("verdicts", []), deadlines=False))
+             f"{two_significant(d['high'])})", *headline_lines(summary), ""]
+    main_rules, other_rules = ordered_verdicts(d.get("verdicts", []))
+    lines.append(verdict_table(main_rules + other_rules, deadlines=False))
     lines.append(f"seal {d['seal']['digest']}")
     return "\n".join(lines)

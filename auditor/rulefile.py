@@ -197,8 +197,15 @@ class Rule(_Mapping):
         default_factory=list, description="a list of {what, within_days or within_hours, from}")
     unverified: _texts("condition") = Field(default_factory=list, description="conditions compute alone cannot decide")
     notes: _text("notes", 2000) | None = Field(None, description="free text shown with the rule")
+    example: Bool = Field(False, description="true: an example to copy, judged only when named (never by default)")
     _source: Path | None = PrivateAttr(None)
     _rule_set: tuple[str, str] | None = PrivateAttr(None)
+    _in_example_set: bool = PrivateAttr(False)
+
+    @property
+    def is_example(self) -> bool:
+        """An example rule (or one of an example set): judged only when named."""
+        return self.example or self._in_example_set
 
     @model_validator(mode="after")
     def _consistent(self) -> "Rule":
@@ -271,6 +278,7 @@ class RuleSet(_Mapping):
     title: _text("a title", 300) = Field(description="a title")
     jurisdiction: _text("a jurisdiction, e.g. EU or US-CA", 100) = Field(description="a jurisdiction, e.g. EU, US-CA")
     notes: _text("notes", 2000) | None = Field(None, description="free text shown with the set")
+    example: Bool = Field(False, description="true: a set of examples, judged only when named (never by default)")
     rules: Annotated[list[Rule], BeforeValidator(lambda v: _list(v, "non-empty list of rules (mappings)"))] = Field(
         description="a non-empty list of rules")
 
@@ -330,6 +338,7 @@ def validate_rule_file(path: str | Path, *, known: Iterable[Rule] = ()) -> list[
     for rule in rules:
         rule._source = where
         rule._rule_set = (rule_set.id, rule_set.title) if rule_set else None
+        rule._in_example_set = bool(rule_set and rule_set.example)
     return rules
 
 

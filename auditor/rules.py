@@ -45,6 +45,12 @@ def rule_files(folder: str | Path | None = None) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
+def default_rules() -> list[Rule]:
+    """The rules a run is judged by when none are named: every bundled rule but the examples
+    (thresholds/example-lab-policy.yaml is a template for a lab's own budget, not anyone's rule)."""
+    return [r for r in bundled_rules() if not r.is_example]
+
+
 def bundled_rules() -> list[Rule]:
     """Every rule in the bundled thresholds/ folder, file by file in name order (read once a process:
     a gate over many configs would otherwise re-read them for each)."""
@@ -72,13 +78,13 @@ def _confined(path: Path, roots: list[Path] | None, i: int, item) -> None:
 
 def load_rules(ids_or_paths: Iterable[str | Path] | str | None = None, *,
                base_dir: str | Path | None = None, roots: list[Path] | None = None) -> list[Rule]:
-    """Rules to check. None: every bundled rule. Otherwise each item is a rule id or a rule-set id from the
+    """Rules to check. None: every bundled rule but the examples (default_rules). Otherwise each item is a rule id or a rule-set id from the
     bundled thresholds/ (selecting that rule, or the whole set), or a path (it has a '/' or ends in .yaml/.yml)
     to a user's rule file or a folder of them; relative paths start at ``base_dir`` (default: the working
     directory) and, with ``roots``, must lie under one of them. The same rule selected twice is kept once;
     two different rules with one id are an error."""
     if ids_or_paths is None:
-        return bundled_rules()
+        return default_rules()
     if isinstance(ids_or_paths, (str, Path)):
         ids_or_paths = [ids_or_paths]
     chosen: list[Rule] = []

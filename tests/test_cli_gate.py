@@ -71,18 +71,21 @@ def table_rows(stdout: str) -> dict[str, str]:
     """The gate's summary table: config path -> its row."""
     rows = {}
     for line in stdout.splitlines()[2:]:
-        if re.match(r"\d+ configs: ", line):
+        if re.match(r"\d+ configs?: ", line):
             break
         rows[line.split()[0]] = line
     return rows
 
 
 def bundled_ids() -> list[str]:
-    """Every rule id in thresholds/, read straight from the files (not through auditor.rules)."""
+    """Every rule id in thresholds/ the gate judges by default, read straight from the files (not
+    through auditor.rules): examples (example: true) are judged only when named."""
     ids = []
     for path in sorted((REPO / "thresholds").glob("*.y*ml")):
         data = yaml.safe_load(path.read_text())
-        ids += [r["id"] for r in data["rules"]] if "rules" in data else [data["id"]]
+        if data.get("example"):
+            continue
+        ids += [r["id"] for r in data["rules"] if not r.get("example")] if "rules" in data else [data["id"]]
     return ids
 
 
@@ -94,7 +97,7 @@ def test_exit_0_when_every_blocking_rule_is_clear(tmp_path):
     assert result.exit_code == 0, result.output
     row = table_rows(result.stdout)[str(path)]
     assert " ok " in row and row.endswith("clear")
-    assert "1 configs: 0 failing, 0 bad input" in result.stdout
+    assert "1 config: 0 failing, 0 bad input" in result.stdout
     assert f"[1/1] {path}" in result.stderr
 
 
@@ -155,7 +158,7 @@ def test_a_folder_collects_every_yaml_in_it(tmp_path):
 def test_a_file_named_twice_is_gated_once(tmp_path):
     path = write(tmp_path, "tiny.yaml")
     result = invoke("gate", path, tmp_path, "--as-of", AS_OF)
-    assert result.exit_code == 0 and "1 configs:" in result.stdout
+    assert result.exit_code == 0 and "1 config:" in result.stdout
 
 
 @pytest.mark.parametrize("missing", ["no-such.yaml", "no-such-folder"])
@@ -456,8 +459,11 @@ def test_as_of_not_a_date_is_a_usage_error(tmp_path):
 def test_thresholds_list_shows_every_bundled_rule():
     result = invoke("thresholds", "list")
     assert result.exit_code == 0
-    listed = [line.split()[0] for line in result.stdout.splitlines()[2:] if line.strip()]
-    assert sorted(listed) == sorted(bundled_ids()) and len(listed) == 15
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:] if line.strip()}
+    examples = [r for r in rows if r.startswith("example-lab-policy")]
+    assert sorted(set(rows) - set(examples)) == sorted(bundled_ids()) and len(rows) == 15 and len(examples) == 2
+    assert all(rows[r].endswith("when named (an example)") for r in examples)
+    assert all(rows[r].endswith("by default") for r in bundled_ids())
 
 
 def test_thresholds_list_as_of():

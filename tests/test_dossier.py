@@ -83,17 +83,27 @@ def test_markdown_renders_tables_in_a_gfm_renderer(tmp_path):
 
     html = MarkdownIt("commonmark").enable("table").render(dossier_markdown(small_dossier(tmp_path)))
     assert html.count("<table>") == 2  # the estimates and the rules
-    assert "<td>example-lab-policy-budget</td>" in html
+    assert "<td>example-lab-policy-budget (blocking)</td>" in html
+    # the pass/fail line first, then why and what follows
+    assert "<p><strong>FAIL</strong>: Crosses example-lab-policy-budget.</p>" in html
+    assert html.index("FAIL") < html.index("Why:") < html.index("What follows:") < html.index("<table>")
 
 
 def test_report_formats(tmp_path):
+    """report shows verdicts, so it exits as the README says: 1 when a blocking rule is crossed."""
     path = dossier.write(small_dossier(tmp_path), tmp_path / "dossier.json")
     for fmt in ("text", "json", "md", "html"):
         result = invoke("report", path, "--format", fmt)
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 1, result.output               # 4.2e25 crosses the 2e25 budget
+    clear = tmp_path / "clear"
+    clear.mkdir()
+    (clear / "run.yaml").write_text("run: small\nmodel: {parameters: 7e9}\ndata: {tokens: 1e9}\n")
+    plan = assess(clear / "run.yaml", rules=["example-lab-policy-budget"], as_of="2026-06-01").to_dict()
+    dossier.write(dossier.build(plan, run="small", config_path=clear / "run.yaml"), clear / "dossier.json")
+    assert invoke("report", clear).exit_code == 0
     assert json.loads(invoke("report", path, "--format", "json").output)["seal"] == dossier.load(path)["seal"]
     out = tmp_path / "reports" / "d.html"
-    assert invoke("report", tmp_path, "--format", "html", "-o", out).exit_code == 0 and out.is_file()
+    assert invoke("report", tmp_path, "--format", "html", "-o", out).exit_code == 1 and out.is_file()
     path.write_bytes(path.read_bytes().replace(b"small-run", b"small-rum"))
     refused = invoke("report", path)
     assert refused.exit_code == 2 and "tampered" in refused.stderr

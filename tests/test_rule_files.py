@@ -148,7 +148,7 @@ BAD_RULE_FILES = [
     ("set-missing-title", "id: my-set\njurisdiction: EU\nrules:\n  - " + flow() + "\n", "title", "missing"),
     ("set-unknown-key", rule_set(flow(), head=SET_HEAD + "version: 2\n"), "version", "unknown key"),
     ("rule-key-in-a-set", rule_set(flow(), head=SET_HEAD + "threshold_flops: 1e25\n"), "threshold_flops",
-     "unknown key; expected one of id, title, jurisdiction, notes, rules"),
+     "unknown key; expected one of id, title, jurisdiction, notes, example, rules"),
     # the file itself
     ("yaml-not-a-mapping", "- id: a\n- id: b\n", None, "expected a mapping at the top level (a rule, or a rule set"),
     ("yaml-a-scalar", "just some text\n", None, "got str"),
