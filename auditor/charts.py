@@ -18,8 +18,27 @@ def _sci(x: float) -> str:
     return f"{x:.1e}".replace("e+", "e")
 
 
+CHAR_W, LANE_H, LABEL_GAP = 6.2, 13, 8    # a 10 px label's width per character (generous), a lane's height
+
+
+def label_lanes(spans: list[tuple[float, float]]) -> list[int]:
+    """A lane for each label (x0, x1), in order, so that labels in one lane never overlap:
+    each goes to the first lane whose last label ends before it starts."""
+    ends: list[float] = []
+    lanes = []
+    for x0, x1 in spans:
+        lane = next((i for i, end in enumerate(ends) if end + LABEL_GAP <= x0), len(ends))
+        if lane == len(ends):
+            ends.append(x1)
+        else:
+            ends[lane] = x1
+        lanes.append(lane)
+    return lanes
+
+
 def ranges_svg(estimates: list[dict[str, Any]], verdicts: list[dict[str, Any]], width: int = 760) -> str:
-    """Each estimate's low-high bar with its central figure, and each rule in force as a line."""
+    """Each estimate's low-high bar with its central figure, and each rule in force as a line
+    labelled with its rules' names and its value; labels that would collide go to another lane."""
     rows = [e for e in estimates if e.get("high", 0) > 0]
     lines = {}
     for v in verdicts:
@@ -30,11 +49,26 @@ def ranges_svg(estimates: list[dict[str, Any]], verdicts: list[dict[str, Any]], 
         return ""
     lo = math.floor(math.log10(min(values))) - 0.3
     hi = math.ceil(math.log10(max(values))) + 0.3
-    left, right, top, bar = 140, 24, 54, 26
-    height = top + bar * len(rows) + 60
+    left, right, bar = 140, 24, 26
 
     def x(v: float) -> float:
         return left + (math.log10(max(v, 10 ** lo)) - lo) / (hi - lo) * (width - left - right)
+
+    labels = []                               # (threshold, rules, text, anchor, x of the text, span)
+    for threshold, vs in sorted(lines.items()):
+        text = f"{', '.join(v['rule'] for v in vs)} {_sci(threshold)}"
+        xv, w = x(threshold), len(text) * CHAR_W
+        # right of the line where it fits, else left of it: never cut off at either edge
+        if xv + 3 + w <= width - 4:
+            anchor, tx, span = "start", xv + 3, (xv + 3, xv + 3 + w)
+        else:
+            anchor, tx, span = "end", xv - 3, (xv - 3 - w, xv - 3)
+        labels.append((threshold, vs, text, anchor, tx, span))
+    order = sorted(range(len(labels)), key=lambda i: labels[i][5][0])
+    lane_of = dict(zip(order, label_lanes([labels[i][5] for i in order])))
+    lanes = max(lane_of.values(), default=-1) + 1
+    top = 18 + LANE_H * lanes + 8
+    height = top + bar * len(rows) + 60
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" width="100%" '
            f'aria-label="Estimated training compute against thresholds, log scale">']
@@ -52,19 +86,16 @@ def ranges_svg(estimates: list[dict[str, Any]], verdicts: list[dict[str, Any]], 
                    f'<line x1="{x(e["low"]):.1f}" y1="{y:.1f}" x2="{x(e["high"]):.1f}" y2="{y:.1f}" stroke="{color}" '
                    f'stroke-width="8" stroke-linecap="round" opacity="0.55"/>'
                    f'<circle cx="{x(e["flops"]):.1f}" cy="{y:.1f}" r="5" fill="{color}"/>')
-    for n, (threshold, vs) in enumerate(sorted(lines.items())):
+    for i, (threshold, vs, text, anchor, tx, _) in enumerate(labels):
         status = max((v["status"] for v in vs), key=lambda s: ["clear", "at_risk", "crossed"].index(s)
                      if s in ("clear", "at_risk", "crossed") else -1)
-        names = escape(", ".join(v["rule"] for v in vs))
-        xv = x(threshold)
-        # Labels right of the line, or left of it near the right edge, so none is cut off.
-        anchor, dx = ("end", -3) if xv > 0.6 * width else ("start", 3)
-        out.append(f'<line x1="{xv:.1f}" y1="{top - 12}" x2="{xv:.1f}" y2="{height - 40}" stroke="{STATUS_COLORS[status]}" '
+        xv, ty = x(threshold), 18 + LANE_H * lane_of[i]
+        out.append(f'<line x1="{xv:.1f}" y1="{ty + 3}" x2="{xv:.1f}" y2="{height - 40}" stroke="{STATUS_COLORS[status]}" '
                    f'stroke-dasharray="5 3" stroke-width="1.5"/>'
-                   f'<text x="{xv + dx:.1f}" y="{top - 30 + 10 * (n % 4)}" font-size="10" text-anchor="{anchor}" '
-                   f'fill="{STATUS_COLORS[status]}"><title>{names}</title>{escape(_sci(threshold))}</text>')
+                   f'<text class="threshold" x="{tx:.1f}" y="{ty}" font-size="10" text-anchor="{anchor}" '
+                   f'fill="{STATUS_COLORS[status]}">{escape(text)}</text>')
     out.append(f'<text x="10" y="{height - 6}" font-size="11">FLOPs (log scale); bars: low to high, dot: '
-               f'central figure; dashed: thresholds of the rules in force (see the rules table)</text></svg>')
+               f'central figure; dashed: thresholds of the rules in force, named</text></svg>')
     return "".join(out)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .estimate import Estimate, two_significant
+from .methods.agreement import disagreements
 from .numbers import error_text, printable
 
 PREFERENCE = ("counted", "analytic", "hardware")
@@ -36,6 +37,7 @@ class Preflight:
     source: str | None = None
     verdicts: list = field(default_factory=list)              # rules.Verdict, filled by assess()
     as_of: str | None = None
+    energy: dict[str, Any] | None = None                      # methods/energy.py, from the hardware plan
 
     @property
     def central(self) -> Estimate:
@@ -83,6 +85,8 @@ class Preflight:
             "as_of": self.as_of,
             "verdicts": [v.to_dict() for v in self.verdicts],
             "uncovered_ops": self.uncovered_ops,
+            "disagreements": disagreements(self.estimates),
+            "energy": self.energy,
         }
 
 
@@ -301,6 +305,7 @@ def _check_decoder_len(config, model) -> None:
 def run_preflight(config, *, progress: Callable[[str], None] | None = None, trust=None) -> Preflight:
     from .methods.analytic import analytic_estimate
     from .methods.counted import estimate_from_counts
+    from .methods.energy import energy_from_plan, no_energy_reason
     from .methods.hardware import hardware_estimate
 
     say = progress or (lambda message: None)
@@ -340,8 +345,12 @@ def run_preflight(config, *, progress: Callable[[str], None] | None = None, trus
         if hw.utilization_band is not None:
             kwargs["band"] = tuple(hw.utilization_band)
         result.estimates.append(hardware_estimate(hw.accelerator, hw.count, hw.hours, **kwargs))
+        result.energy = energy_from_plan(hw.accelerator, hw.count, hw.hours)
+        if result.energy is None:
+            result.skipped["energy"] = no_energy_reason(hw.accelerator)
     else:
         result.skipped["hardware"] = "no hardware plan in the config"
+        result.skipped["energy"] = "no hardware plan in the config: the energy is estimated from it"
 
     if not result.estimates:
         untrusted = config.model.factory is not None and trust is not None and \

@@ -81,6 +81,7 @@ def preflight_text(data: dict[str, Any]) -> str:
     lines.append(f"total: {data['total_flops']:,} FLOPs ({data['central_method']}, *), "
                  f"range {sci(data['low'])} to {sci(data['high'])}")
     lines.append(f"EU notification form: {data['notification']['text']}")
+    lines.extend(f"methods disagree: {d['text']}" for d in data.get("disagreements", []))
     counted = next((e for e in data["estimates"] if e["method"] == "counted"), None)
     if counted and model.get("active_parameters"):
         six_n = 6 * model["active_parameters"]
@@ -97,8 +98,13 @@ def preflight_text(data: dict[str, Any]) -> str:
             if v["status"] in ("crossed", "at_risk"):
                 lines.append(f"  {v['rule']}: {v['reason']}")
         lines.append(MARGIN_NOTE)
+    from .documentation import documentation_form, notification_summary
+
+    lines.append(f"\nfor the EU notification: {notification_summary(data)}")
+    lines.append("Model Documentation Form, compute and energy:")
+    lines.extend(f"  {entry}: {value}" for entry, value in documentation_form(data))
     for method, why in data.get("skipped_methods", {}).items():
-        lines.append(f"{method} method not used: {why}")
+        lines.append(f"{method} {'estimate' if method == 'energy' else 'method'} not used: {why}")
     lines.append("uncovered ops: " + (", ".join(data["uncovered_ops"]) or "none"))
     for e in data["estimates"]:
         lines.append(f"\nassumptions ({e['method']}):")
@@ -160,26 +166,60 @@ def ordered_verdicts(verdicts: list[dict[str, Any]]) -> tuple[list[dict[str, Any
     return first, [v for v in verdicts if v not in first]
 
 
-def breakdown_rows(d: dict[str, Any], key: str, limit: int = 25) -> list[dict[str, Any]]:
-    """The counted step's breakdown as rows, largest first, with shares (pandas)."""
-    import pandas as pd
+def natural_key(name: str) -> list:
+    """'layers.2' before 'layers.10': digit runs compared as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
+
+def _fold_repeats(rows: list[tuple[str, int, int]]) -> list[tuple[str, int, int, int]]:
+    """Rows that differ only in a block index and count the same, folded into one:
+    ('model.layers.{0..125}', forward, backward, 126). Each keeps its own figures; the count says
+    how many there are."""
+    groups: dict[tuple, list[tuple[str, int]]] = {}
+    for name, fwd, bwd in rows:
+        indices = re.findall(r"(?<=\.)\d+(?=\.|$)", name)
+        pattern = re.sub(r"(?<=\.)\d+(?=\.|$)", "#", name)
+        groups.setdefault((pattern, fwd, bwd, len(indices)), []).append((name, int(indices[-1]) if indices else -1))
+    out = []
+    for (pattern, fwd, bwd, _), members in groups.items():
+        if len(members) == 1:
+            out.append((members[0][0], fwd, bwd, 1))
+            continue
+        idx = sorted(i for _, i in members)
+        span = f"{{{idx[0]}..{idx[-1]}}}" if idx == list(range(idx[0], idx[-1] + 1)) else \
+            "{" + ",".join(map(str, idx[:6])) + (",..." if len(idx) > 6 else "") + "}"
+        head, _, tail = pattern.rpartition("#")
+        name = (head + span + tail).replace("#", "*")
+        out.append((name, fwd, bwd, len(members)))
+    return out
+
+
+def breakdown_rows(d: dict[str, Any], key: str, limit: int = 25) -> list[dict[str, Any]]:
+    """The counted step's breakdown as rows, with shares. Operators: largest first. Modules: in
+    the model's order (natural: layers.2 before layers.10), identical repeated blocks folded into
+    one row with their count (46 identical rows said once)."""
     counted = next((e for e in d.get("estimates", []) if e.get("breakdown", {}).get(key)), None)
     if counted is None:
         return []
-    frame = pd.DataFrame.from_dict(counted["breakdown"][key], orient="index").fillna(0).astype("int64")
-    frame["total"] = frame.sum(axis=1)
-    whole = int(frame["total"].sum()) or 1
-    frame = frame.sort_values("total", ascending=False).head(limit)
-    return [{"name": name or "(root)", "forward": int(row.get("forward", 0)), "backward": int(row.get("backward", 0)),
-             "share": f"{100 * int(row['total']) / whole:.1f}%"} for name, row in frame.iterrows()]
+    table = counted["breakdown"][key]
+    rows = [(name, int(v.get("forward", 0)), int(v.get("backward", 0))) for name, v in table.items()]
+    whole = sum(f + b for _, f, b in rows) or 1
+    if key == "by_module":
+        folded = sorted(_fold_repeats(rows), key=lambda r: natural_key(r[0]))
+    else:
+        folded = sorted(((n, f, b, 1) for n, f, b in rows), key=lambda r: -(r[1] + r[2]))
+    return [{"name": name or "(root)", "forward": fwd, "backward": bwd, "count": n,
+             "share": f"{100 * n * (fwd + bwd) / whole:.1f}%"} for name, fwd, bwd, n in folded[:limit]]
 
 
 def dossier_context(d: dict[str, Any]) -> dict[str, Any]:
     from .charts import ranges_svg, series_svg
 
+    from .documentation import documentation_form, notification_summary
+
     main_rules, other_rules = ordered_verdicts(d.get("verdicts", []))
-    return {"d": d, "summary": dossier_summary(d),
+    return {"d": d, "summary": dossier_summary(d), "eu_summary": notification_summary(d),
+            "mdf_rows": documentation_form(d),
             "notification": d.get("notification") or (d.get("preflight") or {}).get("notification"),
             "main_rules": main_rules, "other_rules": other_rules,
             "ranges_chart": ranges_svg(d.get("estimates", []) + [{**e, "method": f"planned {e['method']}"}
@@ -211,7 +251,7 @@ def dossier_markdown(d: dict[str, Any]) -> str:
     env.globals.update(sci=sci, two=two_significant, margin=margin)
     context = dossier_context(d)
     return env.get_template("dossier.md.j2").render(**{k: context[k] for k in (
-        "d", "summary", "notification", "main_rules", "other_rules")})
+        "d", "summary", "notification", "main_rules", "other_rules", "eu_summary", "mdf_rows")})
 
 
 def headline_lines(summary: dict[str, Any]) -> list[str]:

@@ -82,7 +82,7 @@ def test_markdown_renders_tables_in_a_gfm_renderer(tmp_path):
     from markdown_it import MarkdownIt
 
     html = MarkdownIt("commonmark").enable("table").render(dossier_markdown(small_dossier(tmp_path)))
-    assert html.count("<table>") == 2  # the estimates and the rules
+    assert html.count("<table>") == 3  # the estimates, the rules and the documentation form
     assert "<td>example-lab-policy-budget (blocking)</td>" in html
     # the pass/fail line first, then why and what follows
     assert "<p><strong>FAIL</strong>: Crosses example-lab-policy-budget.</p>" in html

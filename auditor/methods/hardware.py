@@ -47,6 +47,8 @@ class Accelerator:
     note: str | None = None
     aliases: tuple[str, ...] = ()
     default_precision: str = "bf16"
+    power_w: int | None = None            # rated power of one unit (TDP / total board power), watts
+    power_source: str | None = None
 
     def peak(self, precision: str | None = None) -> int:
         """Dense peak FLOP/s per unit at ``precision`` (default: the table's default_precision)."""
@@ -100,7 +102,11 @@ def _load(text: str) -> dict[str, Accelerator]:
                           peak_flops=peaks, source={"text": str(source["text"]), "url": str(source["url"])},
                           note=(str(row["note"]).strip() if row.get("note") else None),
                           aliases=tuple(str(a) for a in row.get("aliases") or ()),
-                          default_precision=_precision(row.get("default_precision", "bf16")))
+                          default_precision=_precision(row.get("default_precision", "bf16")),
+                          power_w=int(row["power_w"]) if row.get("power_w") else None,
+                          power_source=str(row["power_source"]) if row.get("power_source") else None)
+        if (acc.power_w is None) != (acc.power_source is None):
+            raise ValueError(f"accelerator table: {acc_id!r} needs both power_w and power_source, or neither")
         acc.peak()  # the default precision must have a peak
         for spelling in (acc.id, *acc.aliases):
             key = normalize_name(spelling)
@@ -130,11 +136,25 @@ def accelerator_ids() -> list[str]:
     return list(accelerators())
 
 
+# Words that say who makes a chip or how much memory it has, not which chip it is: 'NVIDIA A100
+# 80GB', 'AMD Instinct MI300X', 'Tesla V100 32GB' name the rows A100-SXM, MI300X and V100-SXM2.
+_NOISE = re.compile(r"^(NVIDIA|AMD|INSTINCT|TESLA|GOOGLE|CLOUD|INTEL|HABANA|GPU|\d+GB)$")
+
+
+def _lenient_keys(name: str) -> list[str]:
+    """The matching key, then the same without its vendor and memory-size words."""
+    words = [w for w in re.split(r"[-_\s.]+", str(name)) if w]
+    kept = [w for w in words if not _NOISE.match(w.upper())]
+    return list(dict.fromkeys([normalize_name(name), normalize_name("".join(kept))]))
+
+
 def find_accelerator(name: str | Accelerator) -> Accelerator | None:
-    """The row for ``name`` (id or alias, spelled loosely), or None."""
+    """The row for ``name`` (id or alias, spelled loosely: case, '-', '_', ' ', '.' ignored, and a
+    vendor word or memory size taken off: 'A100-80GB', 'NVIDIA H100 PCIe', 'AMD MI300X'), or None."""
     if isinstance(name, Accelerator):
         return name
-    acc_id = _index().get(normalize_name(name))
+    index = _index()
+    acc_id = next((index[k] for k in _lenient_keys(name) if k in index), None)
     return accelerators()[acc_id] if acc_id else None
 
 
@@ -184,7 +204,8 @@ def hardware_estimate(accelerator: str | Accelerator, count: int, hours: float, 
 
     assumptions = [
         "C = accelerators x hours x 3600 s x dense peak FLOP/s x utilization (EU GPAI guidelines, Annex A.2.1)",
-        f"{units:,} x {acc.name} for {_plain(time_h):,} h each = {_plain(units * time_h):,} unit-hours of training "
+        f"{units:,} x {acc.name} (accelerator table row {acc.id}) for {_plain(time_h):,} h each = "
+        f"{_plain(units * time_h):,} unit-hours of training "
         "(evaluation, failed experiments and idle reservations are not training compute: leave them out of "
         "the hours or the utilization; Guidelines Annex A.1)",
         f"peak: {peak / 1e12:,.1f} TFLOP/s per unit, dense (no sparsity) {key}; source: {acc.source['text']} "
