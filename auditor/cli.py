@@ -227,7 +227,13 @@ def render_preflight(data: dict, fmt: str) -> str:
                    "'ourlab.models:*'); repeat for more. Default: none, since a config's factory is code.")
 @ALLOW_PATH_OPTION
 @MAX_MODULES_OPTION
-def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths, max_modules) -> None:
+@click.option("--require-authorization-above", "authorization_above", metavar="FLOPS",
+              help="Configs whose plan reaches this many FLOPs (high end) need a valid authorization beside them "
+                   "(X.yaml -> X.authorization.json, signed by a --trusted-key): docs/authorization.md.")
+@click.option("--trusted-key", "trusted_keys", multiple=True, metavar="NAME.pub",
+              type=click.Path(dir_okay=False, path_type=Path), help="An approver's public key; repeat for more.")
+def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths, max_modules, authorization_above,
+         trusted_keys) -> None:
     """Check every training config in PATHS (files or folders) against the rules, for CI.
 
     The gate runs no code a config names (a model factory) unless --allow-factory or the policy
@@ -237,7 +243,7 @@ def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths,
     (or a config needs a trusted run), 2 when a config is bad input (the others are still checked
     and reported, and the JUnit file is written)."""
     from .config import ConfigError
-    from .gate import Gate, GateResult, collect_configs, github_annotations, junit_xml
+    from .gate import Gate, GateResult, check_authorization, collect_configs, github_annotations, junit_xml
     from .numbers import error_text, printable
     from .policy import gate_trust, load_policy
     from .preflight import NeedsTrustedRun
@@ -258,6 +264,17 @@ def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths,
         allow_paths = (*loaded.allow_paths, *allow_paths)
         max_modules = max_modules or loaded.max_modules
     trust = gate_trust(allow_factory, allow_paths, max_modules)
+    above = None
+    if authorization_above is not None:
+        from .numbers import positive_count
+
+        try:
+            above = positive_count(authorization_above, "number of FLOPs")
+        except ValueError as exc:
+            fail(f"--require-authorization-above: {exc}")
+        if not trusted_keys:
+            fail("--require-authorization-above: give the approvers' public keys with --trusted-key NAME.pub")
+    keys = _trusted(trusted_keys)
     configs, missing = collect_configs(list(paths))
     if not configs and not missing:
         fail(f"no training configs (*.yaml, *.yml) found in {', '.join(printable(p) for p in paths)}")
@@ -269,6 +286,8 @@ def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths,
         try:
             result.results.append(GateResult(path, assess_or_error(path, chosen, as_of, quiet=True,
                                                                    trust=trust).to_dict()))
+            if above is not None:
+                check_authorization(result.results[-1], above, keys, as_of.date() if as_of else None)
         except NeedsTrustedRun as exc:
             result.results.append(GateResult(path, untrusted=" ".join(str(exc).split())))
         except BadInput as exc:
@@ -300,8 +319,9 @@ def render_gate(result) -> str:
             rows.append([printable(r.path), "-", "bad input" if r.error else "FAIL",
                          printable(r.error or f"needs a trusted run: {r.untrusted}")])
             continue
-        worst = ", ".join(f"{v['rule']} {v['status']}" for v in r.failing) or "clear"
-        rows.append([printable(r.path), sci(r.preflight["total_flops"]), "FAIL" if r.failing else "ok", worst])
+        worst = ", ".join([f"{v['rule']} {v['status']}" for v in r.failing] +
+                          ([f"needs an authorization: {printable(r.unauthorized)}"] if r.unauthorized else [])) or "clear"
+        rows.append([printable(r.path), sci(r.preflight["total_flops"]), "FAIL" if r.fails else "ok", worst])
     from .render import plural
 
     summary = f"\n{plural(len(result.results), 'config')}: {sum(1 for r in result.results if r.fails)} failing, " \
@@ -387,6 +407,107 @@ def keys_new(name: Path) -> None:
     click.echo(f"private key: {key_path} (mode 0600; use it with ComputeAudit(signing_key=...) or "
                f"AUDITOR_SIGNING_KEY)")
     click.echo(f"public key:  {pub_path} (key id {TrustedKey.load(pub_path).keyid})")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="NAME.key",
+              help="The approver's signing key (auditor keys new).")
+@click.option("--budget", required=True, metavar="FLOPS", help="The approved budget in FLOPs, e.g. 3e25.")
+@click.option("--expires", type=click.DateTime(formats=["%Y-%m-%d"]), help="Last day the authorization is valid.")
+@click.option("--condition", "conditions", multiple=True, metavar="TEXT",
+              help="A condition of the approval, e.g. 'report at 50 %' (repeat for more).")
+@click.option("--supersedes", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="The earlier authorization this one replaces (a run that needs more).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the signed authorization here.")
+@RULES_OPTION
+@AS_OF_OPTION
+def authorize(config: Path, key_path: Path, budget: str, expires, conditions, supersedes, output, rules, as_of) -> None:
+    """Approve CONFIG's run for a compute budget: show its preflight, then write a signed
+    authorization that the run must hold (docs/authorization.md)."""
+    from .authorization import AuthorizationError, make
+    from .numbers import positive_count
+    from .signing import SigningError, SigningKey, canonical
+
+    try:
+        flops = positive_count(budget, "number of FLOPs")
+    except ValueError as exc:
+        fail(f"--budget: {exc}")
+    try:
+        key = SigningKey.load(key_path)
+    except SigningError as exc:
+        fail(f"--key: {exc}")
+    data = preflight_dict(config, rules, as_of)
+    click.echo(render_preflight(data, "text"))
+    if flops < data["high"]:
+        click.echo(f"warning: the budget {flops:.2e} is below the plan's high end {data['high']:.2e}: the run may "
+                   f"stop before it ends", err=True)
+    try:
+        envelope = make(config, key, budget=flops, preflight=data, expires=expires.date() if expires else None,
+                        conditions=list(conditions), supersedes=supersedes)
+    except AuthorizationError as exc:
+        fail(str(exc))
+    write_output(output, canonical(envelope) + b"\n", "-o")
+    click.echo(f"authorization: {output} ({flops:,} FLOPs for {data['run']}, signed by {key.name})")
+
+
+@main.group()
+def authorization() -> None:
+    """Authorizations of compute budgets: show or verify one (docs/authorization.md)."""
+
+
+def _trusted(paths) -> list:
+    from .signing import SigningError, TrustedKey
+
+    try:
+        return [TrustedKey.load(p) for p in paths]
+    except SigningError as exc:
+        fail(f"--trusted-key: {exc}")
+
+
+TRUSTED_KEY_OPTION = click.option("--trusted-key", "trusted_keys", multiple=True, metavar="NAME.pub",
+                                  type=click.Path(dir_okay=False, path_type=Path),
+                                  help="A public key whose signatures are trusted; repeat for more.")
+
+
+@authorization.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@TRUSTED_KEY_OPTION
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="The config it must be for.")
+def authorization_verify(file: Path, trusted_keys, config) -> None:
+    """Exit 0 when FILE is an authorization signed by a trusted key, valid today (and for --config);
+    1 when it is not, saying why; 2 when it cannot be read."""
+    from .authorization import AuthorizationError, load
+
+    keys = _trusted(trusted_keys)
+    if not file.is_file():
+        fail(f"{file}: no such file")
+    try:
+        auth = load(file, keys, config=config)
+    except AuthorizationError as exc:
+        click.echo(f"{exc}")
+        sys.exit(1)
+    click.echo(f"{file}: valid: {auth.describe()}")
+
+
+@authorization.command("show")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def authorization_show(file: Path) -> None:
+    """Print what FILE approves (unverified: use `authorization verify` to check its signature)."""
+    from .authorization import MAX_BYTES
+    from .safefiles import FileRefused, describe, read_regular
+    from .signing import open_envelope
+
+    try:
+        opened = open_envelope(json.loads(read_regular(file, MAX_BYTES)), [])
+    except (OSError, FileRefused, ValueError) as exc:
+        fail(f"{file}: cannot read the authorization: {describe(exc)}")
+    if opened.statement is None:
+        fail(f"{file}: not an authorization: {opened.problem}")
+    click.echo(json.dumps({"config": opened.statement.get("subject"), "signed_by": opened.keyids,
+                           **(opened.statement.get("predicate") or {})}, indent=2, sort_keys=True))
+    click.echo("(not verified: auditor authorization verify FILE --trusted-key NAME.pub)", err=True)
 
 
 @main.group()

@@ -20,6 +20,7 @@ class GateResult:
     preflight: dict[str, Any] | None = None   # the preflight's dict, verdicts filled in
     error: str | None = None                  # one line, for bad input
     untrusted: str | None = None              # one line: no method could run without the config's code
+    unauthorized: str | None = None           # one line: above the gate's line, and no valid authorization
 
     @property
     def verdicts(self) -> list[dict[str, Any]]:
@@ -33,7 +34,7 @@ class GateResult:
     def fails(self) -> bool:
         """Fails the gate (exit 1): a blocking rule crossed or at risk, or a compute nobody could
         establish without running untrusted code (never silently passed)."""
-        return bool(self.failing) or self.untrusted is not None
+        return bool(self.failing) or self.untrusted is not None or self.unauthorized is not None
 
 
 @dataclass
@@ -108,6 +109,9 @@ def github_annotations(gate: Gate) -> list[str]:
                        f"title={_escape_property(title)}::{_escape_data(r.error or r.untrusted)}")
             continue
         line = field_line(r.path)
+        if r.unauthorized:
+            out.append(f"::error file={_escape_property(printable(r.path))},line={line},"
+                       f"title={_escape_property('auditor: needs an authorization')}::{_escape_data(r.unauthorized)}")
         for v in r.verdicts:
             if v["status"] not in GATE_FAILING:
                 continue
@@ -140,6 +144,12 @@ def junit_xml(gate: Gate) -> bytes:
             counts["tests"] += 1
             counts["failures"] += 1
             continue
+        if r.unauthorized:
+            case = ET.SubElement(suite, "testcase", classname=printable(r.path), name="authorization")
+            text = printable(r.unauthorized)
+            ET.SubElement(case, "failure", message=text, type="unauthorized").text = text
+            counts["tests"] += 1
+            counts["failures"] += 1
         for v in r.verdicts:
             case = ET.SubElement(suite, "testcase", classname=printable(r.path), name=printable(v["rule"]))
             counts["tests"] += 1
@@ -158,3 +168,21 @@ def junit_xml(gate: Gate) -> bytes:
     root.append(suite)
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def check_authorization(result: GateResult, above: int, trusted: list, as_of) -> None:
+    """A config whose plan reaches ``above`` FLOPs (its high end, conservatively) needs a valid
+    authorization beside it (authorization.beside), signed by a trusted key, for this config."""
+    from .authorization import AuthorizationError, beside, load
+
+    if result.preflight is None or result.preflight["high"] <= above:
+        return
+    path = beside(result.path)
+    if not path.is_file():
+        result.unauthorized = (f"{printable(result.path)}: its plan reaches {result.preflight['high']:.2e} FLOP, over "
+                               f"the gate's {above:.2e}, and has no authorization ({printable(path.name)} missing)")
+        return
+    try:
+        load(path, trusted, config=result.path, today=as_of)
+    except AuthorizationError as exc:
+        result.unauthorized = f"its plan reaches {result.preflight['high']:.2e} FLOP and {exc}"

@@ -1,0 +1,151 @@
+"""Authorizations: a reviewer's signed approval of one run's compute budget (docs/authorization.md).
+
+An authorization is a DSSE envelope (signing.py) over an in-toto Statement whose subject is the
+training config it approves (its file name and SHA-256) and whose predicate holds what was
+approved: the run's name, the budget in FLOPs, the preflight range the budget was set against,
+the rules and as-of date it was judged by, the validity dates, conditions, who approved (the key
+id; the name is the key file's, a label), and, for a request for more, the authorization it
+supersedes. The config's hash ties the approval to the run that happens: another config, or the
+same with ten times the tokens, is not authorized by it.
+
+A run holds its authorization and enforces it (tracking.py): refused at start when it does not
+verify with a trusted key, has expired or is not yet valid, or was made for another config; the
+budget is a blocking limit during the run; the ledger's first record names the authorization's
+hash, and the dossier shows authorized against used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .numbers import printable
+from .safefiles import FileRefused, describe, read_regular
+from .signing import SigningKey, TrustedKey, canonical, open_envelope, short_id, statement, subject_digest
+
+PREDICATE = "https://github.com/auditor/auditor/attestations/authorization/v1"
+MAX_BYTES = 1_000_000
+
+
+class AuthorizationError(Exception):
+    """A run refused at start, or an authorization that cannot be used: one line saying why."""
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """A verified authorization: what it approves, and who approved it."""
+    path: Path
+    digest: str                    # SHA-256 of the file's bytes: what a ledger names
+    config_name: str
+    config_sha256: str
+    run: str
+    budget_flops: int
+    valid_from: date
+    expires: date | None
+    conditions: tuple[str, ...]
+    rules: tuple[str, ...]
+    as_of: str | None
+    preflight: dict[str, Any]
+    supersedes: str | None
+    approver: TrustedKey
+
+    def describe(self) -> str:
+        until = f" until {self.expires}" if self.expires else ""
+        return (f"{self.run}: {self.budget_flops:.2e} FLOP approved by {self.approver.name} "
+                f"({short_id(self.approver.keyid)}) from {self.valid_from}{until}, for config {self.config_name} "
+                f"(sha256 {self.config_sha256[:16]}...)")
+
+
+def config_digest(path: str | Path) -> str:
+    from .config import MAX_FILE_BYTES
+
+    return hashlib.sha256(read_regular(path, MAX_FILE_BYTES)).hexdigest()
+
+
+def make(config_path: str | Path, key: SigningKey, *, budget: int, preflight: dict[str, Any],
+         expires: date | None = None, valid_from: date | None = None, conditions: list[str] = (),
+         supersedes: str | Path | None = None) -> dict[str, Any]:
+    """The signed envelope approving ``budget`` FLOPs for the config at ``config_path``."""
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
+        raise AuthorizationError(f"--budget: got {budget!r}; expected a positive whole number of FLOPs")
+    valid_from = valid_from or datetime.now(timezone.utc).date()
+    if expires is not None and expires < valid_from:
+        raise AuthorizationError(f"--expires: got {expires}; expected a date on or after {valid_from}")
+    previous = None
+    if supersedes is not None:
+        previous = hashlib.sha256(_read(Path(supersedes))).hexdigest()
+    predicate = {
+        "run": preflight["run"], "budget_flops": budget,
+        "preflight": {k: preflight.get(k) for k in ("total_flops", "low", "high", "central_method")},
+        "rules": [v["rule"] for v in preflight.get("verdicts", [])], "as_of": preflight.get("as_of"),
+        "valid_from": valid_from.isoformat(), "expires": expires.isoformat() if expires else None,
+        "conditions": [printable(c) for c in conditions], "approver": {"keyid": key.keyid, "name": key.name},
+        "supersedes": previous,
+    }
+    return key.sign(statement(Path(config_path).name, config_digest(config_path), PREDICATE, predicate))
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return read_regular(path, MAX_BYTES)
+    except (OSError, FileRefused) as exc:
+        raise AuthorizationError(f"{printable(path)}: cannot read the authorization: {describe(exc)}") from None
+
+
+def load(path: str | Path, trusted: list[TrustedKey], *, config: str | Path | None = None,
+         today: date | None = None) -> Authorization:
+    """Verify an authorization; AuthorizationError says why it cannot be used (one line).
+
+    With ``config``, it must be that config's (its bytes' SHA-256); with ``today`` (default: the
+    current UTC day), it must be valid on that day."""
+    path = Path(path)
+    raw = _read(path)
+    if not trusted:
+        raise AuthorizationError(f"{printable(path)}: no trusted key to check the authorization with "
+                                 f"(trusted_keys=[...] or --trusted-key NAME.pub)")
+    try:
+        envelope = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise AuthorizationError(f"{printable(path)}: not an authorization (not JSON)") from None
+    opened = open_envelope(envelope, trusted)
+    if opened.statement is None:
+        raise AuthorizationError(f"{printable(path)}: not an authorization: {opened.problem}")
+    if opened.problem:
+        raise AuthorizationError(f"{printable(path)}: does not verify: {opened.problem}")
+    body = opened.statement
+    pred = body.get("predicate")
+    if body.get("predicateType") != PREDICATE or not isinstance(pred, dict):
+        raise AuthorizationError(f"{printable(path)}: a signed statement, but not an authorization")
+    try:
+        auth = Authorization(
+            path=path, digest=hashlib.sha256(raw).hexdigest(), config_name=str(body["subject"][0]["name"]),
+            config_sha256=str(subject_digest(body)), run=str(pred["run"]), budget_flops=int(pred["budget_flops"]),
+            valid_from=date.fromisoformat(pred["valid_from"]),
+            expires=date.fromisoformat(pred["expires"]) if pred.get("expires") else None,
+            conditions=tuple(map(str, pred.get("conditions") or ())), rules=tuple(map(str, pred.get("rules") or ())),
+            as_of=pred.get("as_of"), preflight=dict(pred.get("preflight") or {}), supersedes=pred.get("supersedes"),
+            approver=opened.signers[0])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise AuthorizationError(f"{printable(path)}: a malformed authorization ({type(exc).__name__})") from None
+    day = today or datetime.now(timezone.utc).date()
+    if day < auth.valid_from:
+        raise AuthorizationError(f"{printable(path)}: not valid before {auth.valid_from} (today is {day})")
+    if auth.expires is not None and day > auth.expires:
+        raise AuthorizationError(f"{printable(path)}: expired on {auth.expires} (today is {day})")
+    if config is not None:
+        actual = config_digest(config)
+        if actual != auth.config_sha256:
+            raise AuthorizationError(f"{printable(path)}: made for another config: it approves {auth.config_name} "
+                                     f"with sha256 {auth.config_sha256[:16]}..., and {printable(Path(config).name)} "
+                                     f"has sha256 {actual[:16]}... (a config changed since it was approved needs a "
+                                     f"new authorization)")
+    return auth
+
+
+def beside(config: str | Path) -> Path:
+    """Where the gate looks for a config's authorization: X.yaml -> X.authorization.json."""
+    config = Path(config)
+    return config.with_name(config.stem + ".authorization.json")
