@@ -130,26 +130,23 @@ def junit_xml(gate: Gate) -> bytes:
     crossings and risks failures, rules not in force skipped."""
     suite = ET.Element("testsuite", name="auditor gate")
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+
+    def case_of(r: GateResult, name: str, outcome: str, kind: str, text: str) -> None:
+        """One whole-config test case: an error (bad input) or a failure, its text escaped."""
+        case = ET.SubElement(suite, "testcase", classname=printable(r.path), name=name)
+        ET.SubElement(case, outcome, message=printable(text), type=kind).text = printable(text)
+        counts["tests"] += 1
+        counts["errors" if outcome == "error" else "failures"] += 1
+
     for r in gate.results:
         if r.error:
-            case = ET.SubElement(suite, "testcase", classname=printable(r.path), name="config")
-            ET.SubElement(case, "error", message=printable(r.error), type="bad_input").text = printable(r.error)
-            counts["tests"] += 1
-            counts["errors"] += 1
+            case_of(r, "config", "error", "bad_input", r.error)
             continue
         if r.untrusted:
-            case = ET.SubElement(suite, "testcase", classname=printable(r.path), name="trusted-run")
-            text = printable(r.untrusted)
-            ET.SubElement(case, "failure", message=text, type="needs_trusted_run").text = text
-            counts["tests"] += 1
-            counts["failures"] += 1
+            case_of(r, "trusted-run", "failure", "needs_trusted_run", r.untrusted)
             continue
         if r.unauthorized:
-            case = ET.SubElement(suite, "testcase", classname=printable(r.path), name="authorization")
-            text = printable(r.unauthorized)
-            ET.SubElement(case, "failure", message=text, type="unauthorized").text = text
-            counts["tests"] += 1
-            counts["failures"] += 1
+            case_of(r, "authorization", "failure", "unauthorized", r.unauthorized)
         for v in r.verdicts:
             case = ET.SubElement(suite, "testcase", classname=printable(r.path), name=printable(v["rule"]))
             counts["tests"] += 1
