@@ -18,13 +18,28 @@ def sum_across_ranks(values: list[int]) -> list[int]:
         if v < 0 or v >= 1 << (_LIMB * limbs):
             raise ValueError(f"cannot reduce {v}: out of range")
     flat = [(v >> (_LIMB * i)) & ((1 << _LIMB) - 1) for v in values for i in range(limbs)]
-    device = "cpu"
-    if "nccl" in str(dist.get_backend()).lower() and torch.cuda.is_available():
-        device = torch.device("cuda", torch.cuda.current_device())
-    t = torch.tensor(flat, dtype=torch.int64, device=device)
+    t = torch.tensor(flat, dtype=torch.int64, device=collective_device())
     dist.all_reduce(t)
     sums = [int(x) for x in t.cpu().tolist()]
     return [sum(sums[j * limbs + i] << (_LIMB * i) for i in range(limbs)) for j in range(len(values))]
+
+
+def max_across_ranks(values: list[int]) -> list[int]:
+    """Each value's maximum over all ranks (int64: steps and counts of intervals, not FLOPs)."""
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.int64, device=collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [int(x) for x in t.cpu().tolist()]
+
+
+def collective_device() -> torch.device | str:
+    """Where the default process group's backend takes tensors (NCCL: the current accelerator)."""
+    import torch.distributed as dist
+
+    if "nccl" in str(dist.get_backend()).lower() and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return "cpu"
 
 
 def rank() -> int:

@@ -1,22 +1,34 @@
 """Live tracking: the compute a training run uses, measured while it runs, nearly free.
 
 One object, ``ComputeAudit``; ``audit(...)`` is a decorator over it. The model's top module
-gets one forward pre-hook and one forward hook (free: no hook on every module). A step is
-known by its signature: the shapes, dtypes and grad flags of the model's inputs, training
-mode and grad mode. The first time a signature is met the step is counted at dispatch level
-(the counting engine: forward, the loss, backward) until the next forward or optimizer step;
-afterwards the cached ints are added: the forward's when the forward returns, the backward's
-when the backward reaches the model's output. Variable sequence lengths, gradient accumulation
-and a short last batch are new signatures, counted once each. Forward passes without grad
+gets one forward pre-hook and one forward hook (free: no hook on every module), and the
+optimizer's step is watched. The unit of the cache is one **call** of the model: its forward
+and its own backward. A call is known by its key: the shapes, dtypes, grad flags and devices of
+its inputs, training and grad mode, and its position among the calls since the last backward
+(so that the first and second of a contrastive pair, which are followed by different loss
+arithmetic, are told apart). The first time a key is met the calls are counted at dispatch level
+(a *window*, see below); afterwards the cached ints are added: a call's forward when it returns,
+its backward each time a backward reaches its outputs (a gradient hook on them; a backward over
+two calls' losses reaches both, and each adds its own).
+
+What the counter sees in a window is charged by where it comes from: ops inside a call to that
+call; work outside the model with grad on after a call (the loss, a similarity matrix of two
+calls' outputs) to that call's *tail*; in the backward, by the autograd node the engine runs,
+whose sequence number says which call's forward (or tail) made it. Calls without grad
 (evaluation) go to ``eval_flops``; recomputation (activation checkpointing) to
-``recompute_flops``; neither is training compute.
+``recompute_flops``; the optimizer's own arithmetic (outside a closure) to ``optimizer_flops``.
+None of these is training compute.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import sys
 import warnings
+import weakref
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +37,15 @@ from torch.utils._pytree import tree_flatten
 
 from .counting.mode import CountingMode, module_paths
 from .counting.moe import dense_expert_modules
+from .counting.optimizer import elementwise_step
+from .counting.result import StepCount
 from .estimate import Estimate
-from .ranks import rank, sum_across_ranks, world_size
+from .ranks import collective_device, max_across_ranks, rank, sum_across_ranks, world_size
+
+_POSITIONS = 16  # calls per backward told apart by position; later ones share the last key
+_UNCOUNTED_BACKWARD = "tracker: a backward of a call first seen without one"
+_next_sequence_nr = torch._C._autograd._get_sequence_nr  # autograd nodes made so far on this thread
+_queue_callback = torch.autograd.Variable._execution_engine.queue_callback
 
 
 class ComputeBudgetExceeded(RuntimeError):
@@ -38,9 +57,9 @@ def _tensor_key(t: torch.Tensor) -> tuple:
 
 
 def _signature(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple:
-    """What decides a step's FLOPs: input shapes, dtypes, grad flags, devices; training and grad mode.
+    """What decides a call's FLOPs: input shapes, dtypes, grad flags, devices; training and grad mode.
 
-    Runs on every step, so the common shapes (tensors passed positionally or by keyword) skip
+    Runs on every call, so the common shapes (tensors passed positionally or by keyword) skip
     the general tree walk."""
     if all(type(a) is torch.Tensor for a in args) and all(type(v) is torch.Tensor for v in kwargs.values()):
         return (module.training, torch.is_grad_enabled(), tuple(_tensor_key(a) for a in args),
@@ -52,19 +71,97 @@ def _signature(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple:
     return module.training, torch.is_grad_enabled(), shapes
 
 
-class ComputeAudit:
-    """Measures training FLOPs of ``model`` (forward + backward, every step, every rank).
+@dataclass(frozen=True)
+class CallCost:
+    """The cached ints of one call key.
 
-    ``run_dir``: where the ledger goes (None: no ledger). ``rules``: rule ids or paths to guard
-    against; ``on_exceed``: 'warn' or 'stop' (raise ComputeBudgetExceeded before the step that
-    would cross a blocking threshold). ``resume_step``: the checkpoint step a restarted run
-    resumes from (the ledger rolls back to it). ``progress_every``: steps between progress lines.
-    ``signing_key``: an Ed25519 private key file (``auditor keys new``; default $AUDITOR_SIGNING_KEY)
-    that signs the ledger's head at every flush and the dossier; its path is never written down.
+    ``forward``: the call's own work while it ran (its forward, and any backward it ran inside,
+    as a Lightning step with manual optimization does); ``tail``: work outside the model with
+    grad on after the call and before the next one (the loss); ``backward``: what each backward
+    that reaches the call's outputs adds (its own backward and its tail's), None when no backward
+    was seen; ``recompute``: forward work rerun by that backward (checkpointing), not training.
+    """
+
+    forward: int
+    forward_recompute: int
+    tail: int
+    backward: int | None
+    recompute: int
+
+
+class _Call:
+    """One call of a watched model; while a window counts it live, where its ops went."""
+
+    __slots__ = ("key", "grad", "live", "gid", "step", "lo", "hi", "own", "tail", "settled", "reach_base",
+                 "per_reach", "irregular", "outputs", "dead", "ref", "forward", "forward_recompute", "__weakref__")
+
+    def __init__(self, key: tuple, grad: bool, live: bool, step: int):
+        self.key, self.grad, self.live, self.step = key, grad, live, step
+        self.gid = None          # the graph task (backward) that last reached this call
+        if live:
+            self.lo = _next_sequence_nr()
+            self.hi = None       # set when the call returns: nodes lo <= n < hi are its own
+            self.own, self.tail = StepCount(), StepCount()
+            self.settled = [0, 0, 0, 0]  # own work, own recompute, tail work, tail recompute: charged so far
+            self.reach_base = (0, 0)
+            self.per_reach: list[tuple[int, int]] = []
+            self.irregular = False  # backward work came in a backward that did not reach it
+            self.outputs = False
+            self.dead = False
+            self.ref = None
+
+
+def _work(count: StepCount) -> tuple[int, int]:
+    """(forward + backward, recompute) of a count: what it adds to a figure, and to recomputation."""
+    return count.forward + count.backward, count.recompute
+
+
+class _RoutedCounting(CountingMode):
+    """The dispatch-level counter, each op's FLOPs recorded into the count ``route()`` names."""
+
+    def __init__(self, route: Callable[[], StepCount], names: dict, dense: dict):
+        super().__init__(None, dense, names=names)
+        self._route = route
+
+    def _record(self, op, flops) -> None:
+        self.result = self._route()
+        super()._record(op, flops)
+
+    def _note_uncovered(self, name: str) -> None:
+        self.result = self._route()
+        super()._note_uncovered(name)
+
+
+class _JoinHook:
+    """torch.distributed.algorithms.Join: the audit runs no collective while ranks may be joined,
+    so there is nothing to shadow; once all ranks have joined (every rank runs post_hook) the
+    counts kept back are summed."""
+
+    def __init__(self, audit: "ComputeAudit"):
+        self.audit = audit
+
+    def main_hook(self) -> None:
+        pass
+
+    def post_hook(self, is_last_joiner: bool) -> None:
+        self.audit._join_ended()
+
+
+class ComputeAudit:
+    """Measures training FLOPs of ``model`` (forward + backward, every call, every rank).
+
+    ``optimizer``: anything with a ``step()`` (torch's, accelerate's, a closure-taking LBFGS, a
+    plain object); a step is one optimizer step (without one: one backward pass). ``run_dir``:
+    where the ledger goes (None: no ledger). ``rules``: rule ids or paths to guard against;
+    ``on_exceed``: 'warn' or 'stop' (raise ComputeBudgetExceeded before the call that would cross
+    a blocking threshold). ``resume_step``: the checkpoint step a restarted run resumes from (the
+    ledger rolls back to it). ``progress_every``: steps between progress lines. ``signing_key``: an
+    Ed25519 private key file (``auditor keys new``; default $AUDITOR_SIGNING_KEY) that signs the
+    ledger's head at every flush and the dossier; its path is never written down.
     """
 
     def __init__(self, run_dir: str | Path | None = None, model: torch.nn.Module | None = None,
-                 optimizer: torch.optim.Optimizer | None = None, *, rules: list[str] | None = None,
+                 optimizer: Any = None, *, rules: list[str] | None = None,
                  on_exceed: str = "warn", resume_step: int | None = None, flush_every_steps: int = 100,
                  flush_every_seconds: float | None = 30.0, progress_every: int | None = None,
                  name: str | None = None, preflight: dict | None = None, signing_key: str | Path | None = None):
@@ -79,26 +176,53 @@ class ComputeAudit:
         self._rule_ids = rules
         self.rules: list = []
         self._limits: list[tuple[str, int, str]] = []  # blocking rules in force: (id, threshold, comparison)
-        self.cache: dict[tuple, dict[str, int]] = {}  # signature -> forward, backward, recompute
-        self.train_flops = self.eval_flops = self.recompute_flops = 0
+        self.cache: dict[tuple, CallCost] = {}  # call key -> its cached ints
+        self._unstable: set[tuple] = set()   # keys whose calls did different work: never cached
+        self.train_flops = self.eval_flops = self.recompute_flops = self.optimizer_flops = 0
         self.base_flops = 0                  # carried over from a resumed ledger
         self.steps = 0                       # optimizer steps (or backward passes without one)
-        self.counted_signatures = 0
-        self._counting: tuple[tuple, CountingMode] | None = None
+        self.counted_signatures = 0          # call keys counted at dispatch level
         self._handles: list = []
         self._ledger = None
         self._last_step_flops = 0
+        self._step_cost = 0
         self._interval_flops = 0
-        self._reduced_flops = 0              # all ranks' training FLOPs, summed at each ledger interval
+        self._reduced = [0, 0, 0]            # all ranks' training, evaluation, recomputation FLOPs, summed so far
         self._written_eval = self._written_recompute = 0
+        self._deferred: list[tuple[int, int, int, int]] = []  # under Join: (step, flops, eval, recompute) kept back
+        self._joining = False                # inside a Join this audit was given to
         self.uncovered: set[str] = set()
-        self._breakdown: dict = {}           # the latest counted step's breakdown, for the dossier
+        self.optimizer_uncovered: set[str] = set()
+        self._breakdown: dict = {}           # the latest window's breakdown, for the dossier
         self._warned: set[str] = set()
         self._started = False
         self._model = model
         self._optimizer = optimizer
         self._signing_key = signing_key
         self._signer = None
+        self._join_config = None             # set by torch's Join when this audit is one of its joinables
+        self._reset_run_state()
+
+    def _reset_run_state(self) -> None:
+        """What the hooks keep between calls: cleared at start() and stop()."""
+        self._watched: dict[torch.nn.Module, dict] = {}  # model -> its module paths
+        self._names: dict = {}
+        self._dense: dict = {}
+        self._stepper = None                 # the object whose steps are watched (None: steps are backwards)
+        self._stack: list[_Call | None] = []  # the call running (None: a nested or rerun call inside it)
+        self._tail: _Call | None = None      # the last call with grad: work outside the model goes to its tail
+        self._position = 0                   # calls with grad since the last backward
+        self._window: list[_Call] | None = None   # calls counted live; None: no window open
+        self._window_grad: list[_Call] = []  # those with grad, by their first autograd node
+        self._window_los: list[int] = []
+        self._mode: _RoutedCounting | None = None
+        self._backward_gid = None
+        self._backward_seen = False
+        self._backward_calls: list[_Call] = []
+        self._in_step = self._measure_step = self._measure = False
+        self._in_closure = 0
+        self._optimizer_count = StepCount()
+        self._dropped = StepCount()          # ops in a window that belong to no figure
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "ComputeAudit":
@@ -109,7 +233,7 @@ class ComputeAudit:
         if self._rule_ids:
             from .rules import evaluate, load_rules
             self.rules = load_rules(self._rule_ids)
-            # The guard runs before every step: evaluating the rules there cost ~0.25 ms a step.
+            # The guard runs before every call: evaluating the rules there cost ~0.25 ms a step.
             # A run with no lineage meets each blocking rule in force at one whole-number
             # threshold, whatever its FLOPs, so those are read once (as of the start).
             nothing = Estimate(method="counted", flops=0, low=0, high=0)
@@ -143,17 +267,23 @@ class ComputeAudit:
         flushed, not closed, and a resumed run picks it up."""
         if not self._started:
             return
-        self._finish_counting()
+        self._end_tail()
+        self._close_window()
+        self._leave_step_state()
+        self._sync_mode(leaving=True)
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._reset_run_state()
         self._started = False
         if failed and self._world > 1:
             if self._ledger is not None:
                 self._ledger.flush()
             return
-        self._write_interval()  # the last interval (collective across ranks)
-        self._reduce_across_ranks()
+        self._sync_all()  # the last interval, and what Join kept back (collective across ranks)
+        if self._world > 1:
+            self.eval_flops, self.recompute_flops = self._reduced[1], self._reduced[2]
+            self.train_flops = self._reduced[0]
         if self._ledger is not None and rank() == 0:
             self._ledger.close(self.steps)
             self._write_dossier()
@@ -172,105 +302,376 @@ class ComputeAudit:
         """Call when the training loop saves a checkpoint: the ledger records every step up to
         here and is fsynced, so a run resumed from this checkpoint neither loses nor repeats
         compute (the contract in docs/ledger.md). Collective under torch.distributed."""
-        self._finish_counting()
+        self._end_tail()
+        self._close_window()
         self._write_interval()
         if self._ledger is not None:
             self._ledger.flush()
 
-    def watch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Hook one model (its top module only) and, optionally, its optimizer's step."""
-        self._model = model
+    def sync(self) -> None:
+        """Bring ``all_ranks_flops`` (and the ledger) up to date with every rank's counts so far.
+
+        Under torch.distributed this is a collective: call it where every rank does (the
+        callbacks call it when the framework logs). Alone, it only writes the ledger."""
+        self._end_tail()
+        self._write_interval()
+
+    def watch(self, model: torch.nn.Module, optimizer: Any = None) -> None:
+        """Hook one model (its top module only) and, optionally, its optimizer's step.
+
+        Watching a model or an optimizer already watched changes nothing (a second pair of hooks
+        would count every call twice)."""
         if optimizer is not None:
             self._optimizer = optimizer
-        self._names = module_paths(model)
-        self._dense = dense_expert_modules(model)
-        self._handles.append(model.register_forward_pre_hook(self._before_forward, with_kwargs=True))
-        self._handles.append(model.register_forward_hook(self._after_forward))
-        if optimizer is not None:
-            self._handles.append(optimizer.register_step_pre_hook(lambda *a: self._finish_counting()))
-            self._handles.append(optimizer.register_step_post_hook(lambda *a: self._end_step()))
+        if model not in self._watched:
+            self._model = model
+            self._watched[model] = module_paths(model)
+            self._names.update(self._watched[model])
+            self._dense.update(dense_expert_modules(model))
+            self._handles.append(model.register_forward_pre_hook(self._before_forward, with_kwargs=True))
+            self._handles.append(model.register_forward_hook(self._after_forward, always_call=True))
+        if optimizer is not None and self._stepper is None:
+            self._watch_steps(optimizer)
 
     # ---------------------------------------------------------------- totals
     @property
     def total_flops(self) -> int:
-        """Training FLOPs (forward + backward) over every step so far, resumed ledger included."""
+        """Training FLOPs (forward + backward) over every step so far, resumed ledger included.
+        Under torch.distributed, this rank's until stop() (``all_ranks_flops`` is the run's)."""
         return self.base_flops + self.train_flops
+
+    @property
+    def all_ranks_flops(self) -> int:
+        """The run's training FLOPs over every rank, as of the last ``sync()`` (the ledger's total)."""
+        return self.total_flops if self._world == 1 else self.base_flops + self._reduced[0]
+
+    @property
+    def all_ranks_eval_flops(self) -> int:
+        return self.eval_flops if self._world == 1 else self._reduced[1]
 
     @property
     def estimate(self) -> Estimate:
         total = self.total_flops
+        details = {"eval_flops": self.eval_flops, "recompute_flops": self.recompute_flops,
+                   "optimizer_flops": self.optimizer_flops, "steps": self.steps, "resumed_from_flops": self.base_flops}
+        if self.optimizer_uncovered:
+            details["optimizer_uncovered_ops"] = sorted(self.optimizer_uncovered)
         return Estimate(method="counted", flops=total, low=total, high=total, uncovered_ops=sorted(self.uncovered),
-                        breakdown=dict(self._breakdown), assumptions=[
-            f"measured while the run ran: {self.steps} steps, {self.counted_signatures} distinct step shapes counted "
-            "at dispatch level, the rest added from those exact counts",
-            "evaluation (no-grad) passes and recomputation are reported apart, not in this figure"],
-            details={"eval_flops": self.eval_flops, "recompute_flops": self.recompute_flops, "steps": self.steps,
-                     "resumed_from_flops": self.base_flops})
+                        breakdown=dict(self._breakdown), details=details, assumptions=[
+            f"measured while the run ran: {self.steps} steps, {self.counted_signatures} distinct calls of the model "
+            "counted at dispatch level, the rest added from those exact counts",
+            "evaluation (no-grad) calls, recomputation and the optimizer's own arithmetic are reported apart, "
+            "not in this figure"])
 
-    # ---------------------------------------------------------------- hooks
+    # ---------------------------------------------------------------- calls
     def _before_forward(self, module, args, kwargs):
-        self._finish_counting()
+        if self._stack or torch._C._current_graph_task_id() != -1:
+            self._stack.append(None)  # inside a call, or rerun by a backward: part of that work
+            return
+        if self._joining and self._join_config.is_first_joinable:
+            raise RuntimeError("ComputeAudit in Join: put the audit after the model, Join([model, audit]); Join "
+                               "counts iterations by its first joinable's collectives, and the audit runs none")
+        grad = torch.is_grad_enabled()
         sig = _signature(module, args, kwargs)
-        self._guard(sig)
-        if sig not in self.cache:
-            mode = CountingMode(module, self._dense, names=self._names)
-            mode.__enter__()
-            self._counting = (sig, mode)
-        self._pending = sig
+        if grad:
+            if self._backward_seen:  # a backward ran since the last call: a new group of calls
+                self._position, self._backward_seen = 0, False
+            key = (id(module), self._position if self._position < _POSITIONS else _POSITIONS, sig)
+            self._position += 1
+            if self._window is not None:
+                self._end_tail()
+                if self._window_done():
+                    self._close_window()
+        else:
+            key = (id(module), None, sig)
+        cached = self.cache.get(key)
+        if grad and self.rules:
+            self._guard(cached)
+        live = self._window is not None or cached is None
+        if live and self._window is None:
+            self._window = []
+        call = _Call(key, grad, live, self.steps)
+        if live:
+            self._window.append(call)
+            if grad:
+                self._window_grad.append(call)
+                self._window_los.append(call.lo)
+            self._sync_mode()
+        self._stack.append(call)
 
     def _after_forward(self, module, args, output):
-        sig = self._pending
-        if self._counting is not None:
-            return  # counted live; the totals are taken when the window closes
-        cached = self.cache[sig]
-        if not sig[1]:  # no grad: evaluation
-            self.eval_flops += cached["forward"]
+        call = self._stack.pop() if self._stack else None
+        if call is None:
             return
-        self._add_train(cached["forward"])
-        tensors = _grad_outputs(output)
-        if tensors:
-            fired = []
-
-            def on_backward(_grad, cached=cached, fired=fired):
-                if not fired:  # once per forward, whichever output the backward reaches first
-                    fired.append(True)
-                    self._add_train(cached["backward"])
-                    self.recompute_flops += cached["recompute"]
-                    if self._optimizer is None:
-                        self._end_step()
-            for t in tensors:
-                t.register_hook(on_backward)
-
-    def _finish_counting(self) -> None:
-        """Close the counting window: the step's forward, loss and backward are now counted."""
-        if self._counting is None:
-            return
-        sig, mode = self._counting
-        self._counting = None
-        mode.__exit__(None, None, None)
-        r = mode.result
-        counts = {"forward": r.forward, "backward": r.backward, "recompute": r.recompute}
-        if r.forward or r.backward:
-            self._breakdown = {"by_op": r.by_op(), "by_module": r.by_module(depth=3)}
-        if r.uncovered:
-            self.uncovered.update(r.uncovered)
-            self._warn_once("uncovered", "operators without a FLOP formula met: " + ", ".join(sorted(r.uncovered)))
-        if not sig[1]:
-            self.eval_flops += r.forward
+        if call.live:
+            call.hi = _next_sequence_nr()
+            self._settle(call)
+            call.forward, call.forward_recompute = _work(call.own)
+        elif call.grad:
+            cost = self.cache[call.key]
+            work = cost.forward + cost.tail
+            self.train_flops += work
+            self._interval_flops += work
+            self._last_step_flops += work
+            self.recompute_flops += cost.forward_recompute
         else:
-            self._add_train(r.forward + r.backward)
-            self.recompute_flops += r.recompute
-            if r.backward == 0:
-                return  # no backward seen yet: count this signature again next time
-            if self._optimizer is None:
-                self._end_step()
-        self.cache[sig] = counts
-        self.counted_signatures += 1
+            cost = self.cache[call.key]
+            self.eval_flops += cost.forward
+        if not call.grad:
+            if call.live and self._window == [call]:
+                self._close_window()  # an evaluation call counted alone: nothing more to wait for
+            return
+        self._tail = call
+        tensors = _grad_outputs(output)
+        if not tensors:
+            return
 
-    def _add_train(self, flops: int) -> None:
-        self.train_flops += flops
-        self._interval_flops += flops
-        self._last_step_flops += flops
+        def reached(_grad, call=call):
+            self._reached(call)
+        for t in tensors:
+            t.register_hook(reached)
+        if call.live:
+            call.outputs = True
+            # The hook lives as long as the call's graph: when it is freed, no backward can reach it.
+            call.ref = weakref.ref(reached, functools.partial(_mark_dead, weakref.ref(call)))
+
+    def _reached(self, call: _Call) -> None:
+        """A backward got to one of the call's outputs: once per call and backward, its cached cost
+        is added. While a window is open (or steps are backwards) the autograd engine calls
+        _backward_done when this backward ends."""
+        gid = torch._C._current_graph_task_id()
+        if gid != self._backward_gid:
+            self._backward_gid = gid
+            self._backward_seen = True  # the next call starts a new group: position 0
+            if self._window is not None or self._stepper is None:
+                self._backward_calls = []
+                _queue_callback(self._backward_done)
+        if call.gid == gid:
+            return
+        call.gid = gid
+        if call.live:
+            self._backward_calls.append(call)  # measured by the window
+            return
+        cost = self.cache.get(call.key)
+        if cost is None or cost.backward is None:
+            self._uncounted_backward(call)
+            return
+        self.train_flops += cost.backward
+        self._interval_flops += cost.backward
+        self._last_step_flops += cost.backward
+        self.recompute_flops += cost.recompute
+
+    def _backward_done(self) -> None:
+        """The end of a backward that reached a call (an autograd engine callback): what it did
+        to each call counted live, one figure per backward; without an optimizer, a step."""
+        calls, self._backward_calls = self._backward_calls, []
+        self._backward_gid = None
+        for call in self._window_grad:  # counted live: what the backward did, as it was measured
+            if call.hi is None:
+                continue  # still running: a backward inside it is part of its own work
+            work = _backward_work(call)
+            self._settle(call)
+            if call in calls:
+                call.per_reach.append((work[0] - call.reach_base[0], work[1] - call.reach_base[1]))
+            elif work != call.reach_base:
+                call.irregular = True
+            call.reach_base = work
+        if self._stepper is None:
+            self._end_step()
+
+    def _uncounted_backward(self, call: _Call) -> None:
+        """A backward reached a call whose key was counted without one: it cannot be counted now
+        (a counter cannot start inside a backward), so the count is marked incomplete and the key
+        is counted again the next time it comes."""
+        self.uncovered.add(_UNCOUNTED_BACKWARD)
+        self.cache.pop(call.key, None)
+        self._warn_once("uncounted", "auditor: a backward reached a call of the model whose inputs were first seen "
+                        "without a backward; that backward was not counted (the figure is marked incomplete)")
+
+    def _end_tail(self) -> None:
+        """The last call's tail (the loss after it) ends here: charge what was counted of it."""
+        if self._tail is not None and self._tail.live:
+            self._settle(self._tail)
+
+    # ---------------------------------------------------------------- windows
+    def _window_done(self) -> bool:
+        """Every call counted live has had its backward, cannot have one (no output needs a
+        gradient, or its graph is gone), or a step ended since it ran."""
+        return all(c.per_reach or not c.outputs or c.dead or c.step < self.steps for c in self._window_grad)
+
+    def _close_window(self) -> None:
+        if self._window is None:
+            return
+        window, self._window = self._window, None
+        step = StepCount()
+        for call in window:
+            self._settle(call)
+            call.live = False
+            self._learn(call)
+            step.records.update(call.own.records)
+            step.records.update(call.tail.records)
+            step.uncovered.update(call.own.uncovered)
+            step.uncovered.update(call.tail.uncovered)
+        self._window_grad, self._window_los = [], []
+        if step.records:
+            self._breakdown = {"by_op": step.by_op(), "by_module": step.by_module(depth=3)}
+        if step.uncovered:
+            self.uncovered.update(step.uncovered)
+            self._warn_once("uncovered", "operators without a FLOP formula met: " + ", ".join(sorted(step.uncovered)))
+        self._sync_mode()
+
+    def _learn(self, call: _Call) -> None:
+        """Cache what the window measured of the call, when it is one number per backward."""
+        reaches = call.per_reach
+        if call.irregular or any(r != reaches[0] for r in reaches):
+            return  # not one figure per backward: the key is counted again next time
+        if reaches:
+            backward, recompute = reaches[0]
+        else:  # never reached: nothing to differentiate, or no backward came (None: unknown)
+            backward, recompute = (None, 0) if call.outputs else (0, 0)
+        cost = CallCost(call.forward, call.forward_recompute, call.tail.forward, backward, recompute)
+        if call.key in self._unstable:
+            return
+        cached = self.cache.get(call.key)
+        if cached is None:
+            self.counted_signatures += 1
+            self.cache[call.key] = cost
+        elif cached.backward is None:
+            self.cache[call.key] = cost
+        elif cost.backward is not None and cost != cached:
+            # Not what the first call with this key did: no figure can stand for both.
+            self._unstable.add(call.key)
+            del self.cache[call.key]
+            self._warn_once("unstable", "auditor: calls of the model with the same inputs did different work "
+                            f"({cached.forward + cached.tail + cached.backward:,} then "
+                            f"{cost.forward + cost.tail + cost.backward:,} FLOPs); such calls are counted at "
+                            "dispatch level every time")
+
+    def _settle(self, call: _Call) -> None:
+        """Charge what was counted of a live call since it was last charged."""
+        own, tail = _work(call.own), _work(call.tail)
+        done = call.settled
+        self._charge(own[0] - done[0], own[1] - done[1], evaluation=not call.grad)
+        self._charge(tail[0] - done[2], tail[1] - done[3])
+        call.settled = [own[0], own[1], tail[0], tail[1]]
+
+    def _charge(self, work: int, recompute: int = 0, *, evaluation: bool = False) -> None:
+        if evaluation:
+            self.eval_flops += work
+        elif work:
+            self.train_flops += work
+            self._interval_flops += work
+            self._last_step_flops += work
+        self.recompute_flops += recompute
+
+    def _route(self) -> StepCount:
+        """Where the op the counter is recording now belongs."""
+        if torch._C._current_graph_task_id() != -1:  # a backward: the node says whose forward made it
+            node = torch._C._current_autograd_node()
+            if node is not None and self._window_los:
+                seq = node._sequence_nr()
+                i = bisect.bisect_right(self._window_los, seq) - 1
+                if i >= 0:
+                    call = self._window_grad[i]
+                    return call.own if call.hi is None or seq < call.hi else call.tail
+        elif self._stack:
+            call = self._stack[0]
+            return call.own if call.live else self._dropped
+        if self._in_step and not self._in_closure:
+            return self._optimizer_count
+        if torch._C._current_graph_task_id() == -1 and torch.is_grad_enabled() and self._tail is not None \
+                and self._tail.live:
+            return self._tail.tail
+        return self._dropped  # before the window's calls (a call added from the cache), or after a step
+
+    def _sync_mode(self, *, leaving: bool = False) -> None:
+        """Switch the dispatch-level counter on while a window is open or an optimizer step is
+        measured, off otherwise. Only called outside any backward (the engine restores a graph
+        task's dispatch modes for each node, so one entered or left inside would not hold)."""
+        wanted = not leaving and (self._window is not None
+                                  or (self._measure_step and self._in_step and not self._in_closure))
+        if wanted and self._mode is None:
+            self._mode = _RoutedCounting(self._route, self._names, self._dense)
+            self._mode.__enter__()
+        elif not wanted and self._mode is not None:
+            from torch.utils._python_dispatch import _get_current_dispatch_mode
+            if _get_current_dispatch_mode() is not self._mode._dispatch:
+                # A dispatch mode entered since sits on top: leaving ours would pop that one.
+                # It stays (recording nothing) until the next point it can leave.
+                if leaving:
+                    self._warn_once("mode", "auditor: a dispatch mode entered during the audit is still active; "
+                                    "the audit's counter stays below it")
+                return
+            mode, self._mode = self._mode, None
+            mode.__exit__(None, None, None)
+
+    # ---------------------------------------------------------------- optimizer steps
+    def _watch_steps(self, optimizer: Any) -> None:
+        """Watch the steps of anything with a ``step()``; torch's optimizers through their step hooks
+        (found inside accelerate's and other wrappers, whose own step may not be a real one)."""
+        inner = _torch_optimizer(optimizer)
+        if inner is not None:
+            self._stepper, self._measure = inner, not elementwise_step(inner)
+            self._handles.append(inner.register_step_pre_hook(self._step_pre_hook))
+            self._handles.append(inner.register_step_post_hook(lambda *a: self._step_ends()))
+        elif callable(getattr(optimizer, "step", None)):
+            self._stepper, self._measure = optimizer, True
+            self._handles.append(_StepWrapper(self, optimizer))
+        elif callable(getattr(optimizer, "register_step_pre_hook", None)):  # a StepSignal (integrations)
+            self._stepper, self._measure = optimizer, False
+            self._handles.append(optimizer.register_step_pre_hook(lambda *a: self._step_begins()))
+            self._handles.append(optimizer.register_step_post_hook(lambda *a: self._step_ends()))
+        else:
+            raise TypeError(f"optimizer: expected an object with a step() method, got {type(optimizer).__name__}")
+
+    def _step_pre_hook(self, optimizer, args, kwargs):
+        self._step_begins()
+        if len(args) > 1 or kwargs:  # torch passes the optimizer as args[0]; a closure comes after it
+            return _with_audited_closure(self, args, kwargs, at=1)
+        return None
+
+    def _step_begins(self) -> None:
+        """The gradients of the step are complete: what follows is the optimizer's."""
+        if self._window is not None:
+            self._end_tail()
+            self._close_window()
+        self._tail, self._position, self._backward_seen = None, 0, False
+        self._in_step, self._in_closure = True, 0
+        self._measure_step = self._measure
+        if self._measure or self._mode is not None:
+            self._sync_mode()
+
+    def _step_ends(self) -> None:
+        self._leave_step_state()
+        self._end_step()
+
+    def _leave_step_state(self) -> None:
+        if not self._in_step:
+            return
+        if self._window is not None:  # opened by a closure's call
+            self._end_tail()
+            self._close_window()
+        self._in_step = self._measure_step = False
+        if self._mode is not None:
+            self._sync_mode()
+        if not (self._optimizer_count.records or self._optimizer_count.uncovered):
+            return  # nothing measured (torch's elementwise optimizers are not): no count to take
+        count, self._optimizer_count = self._optimizer_count, StepCount()
+        self.optimizer_flops += count.total + count.recompute
+        if count.uncovered:
+            self.optimizer_uncovered.update(count.uncovered)
+            self._warn_once("optimizer-uncovered", "operators without a FLOP formula in the optimizer's step: "
+                            + ", ".join(sorted(count.uncovered)))
+
+    def _closure_enters(self) -> None:
+        self._in_closure += 1
+        self._sync_mode()
+
+    def _closure_leaves(self) -> None:
+        self._in_closure -= 1
+        self._end_tail()
+        self._tail = None
+        self._sync_mode()
 
     def _end_step(self) -> None:
         self.steps += 1
@@ -284,25 +685,94 @@ class ComputeAudit:
             print(f"[auditor] step {self.steps}: {self.total_flops:.3e} FLOPs" + self._nearest(), file=sys.stderr)
 
     # ---------------------------------------------------------------- ledger, ranks, guard
+    def _take_interval(self) -> tuple[int, int, int]:
+        """This rank's training, evaluation and recomputation FLOPs since the last interval."""
+        flops, self._interval_flops = self._interval_flops, 0
+        eval_delta, self._written_eval = self.eval_flops - self._written_eval, self.eval_flops
+        recompute_delta, self._written_recompute = self.recompute_flops - self._written_recompute, self.recompute_flops
+        return flops, eval_delta, recompute_delta
+
     def _write_interval(self) -> None:
         """One ledger record for the FLOPs since the last; across ranks, their sum (rank 0 writes).
 
         Every rank reaches this at the same steps (every step alone, every flush_every_steps
-        steps under torch.distributed), so the all-reduce is collective, and the guard decides
-        there on figures every rank shares, so that all ranks stop at the same step."""
-        flops, self._interval_flops = self._interval_flops, 0
-        eval_delta, self._written_eval = self.eval_flops - self._written_eval, self.eval_flops
-        recompute_delta, self._written_recompute = self.recompute_flops - self._written_recompute, self.recompute_flops
-        ranks = self._world
-        if ranks > 1:
-            flops, eval_delta, recompute_delta = sum_across_ranks([flops, eval_delta, recompute_delta])
-            self._reduced_flops += flops
-            self._guard_shared(flops)
+        steps, at checkpoint() and sync() under torch.distributed), so the all-reduce is
+        collective, and the guard decides there on figures every rank shares, so that all ranks
+        stop at the same step. Under Join, ranks may be joined and run none of this: the counts
+        are kept back until every rank has joined."""
+        interval = self._take_interval()
+        if self._world > 1 and self._under_join():
+            if any(interval):
+                self._deferred.append((self.steps, *interval))
+            self._warn_once("join", "auditor: under Join, ranks run different numbers of steps; the counts of "
+                            "all ranks are summed (and the ledger written, and the guard consulted) once every "
+                            "rank has joined")
+            return
+        if self._world > 1:
+            interval = tuple(sum_across_ranks(list(interval)))
+            self._reduced = [a + b for a, b in zip(self._reduced, interval)]
+            self._guard_shared(interval[0])
             if rank() != 0:
                 return
+        self._append(self.steps, *interval)
+
+    def _append(self, step: int, flops: int, eval_delta: int, recompute_delta: int) -> None:
         if self._ledger is not None and (flops or eval_delta or recompute_delta):
-            self._ledger.append(self.steps, flops, eval_flops=eval_delta, recompute_flops=recompute_delta,
-                                ranks=ranks)
+            self._ledger.append(step, flops, eval_flops=eval_delta, recompute_flops=recompute_delta,
+                                ranks=self._world)
+
+    def _under_join(self) -> bool:
+        """In a Join this audit was given to, or watching a DistributedDataParallel model given to one."""
+        if self._joining:
+            return True
+        return any(getattr(getattr(m, "_join_config", None), "enable", False) for m in self._watched)
+
+    def _sync_all(self) -> None:
+        """At a point every rank reaches (stop(), the end of a Join): the counts kept back and the
+        last interval, summed across ranks interval by interval, written by rank 0."""
+        if self._world == 1:
+            self._write_interval()
+            return
+        interval = self._take_interval()
+        if any(interval):
+            self._deferred.append((self.steps, *interval))
+        buckets = _flush_buckets(self._deferred, self.flush_every_steps)
+        self._deferred = []
+        none = 1 << 62
+        last, minus_first, self.steps = max_across_ranks([max(buckets, default=0), -min(buckets, default=none),
+                                                          self.steps])
+        rows = [buckets.get(b, [0, 0, 0, 0]) for b in range(-minus_first, last + 1)]
+        if not rows:
+            return
+        steps = max_across_ranks([r[0] for r in rows])
+        sums = sum_across_ranks([c for r in rows for c in r[1:]])
+        for i, step in enumerate(steps):
+            interval = sums[3 * i:3 * i + 3]
+            if not any(interval):
+                continue
+            self._reduced = [a + b for a, b in zip(self._reduced, interval)]
+            self._guard_shared(interval[0])
+            if rank() == 0:
+                self._append(step, *interval)
+
+    # Joinable (torch.distributed.algorithms.join): Join([ddp_model, audit]) lets ranks step unevenly.
+    def join_hook(self, **kwargs) -> _JoinHook:
+        self._joining = True
+        return _JoinHook(self)
+
+    @property
+    def join_device(self) -> torch.device:
+        return torch.device(collective_device())
+
+    @property
+    def join_process_group(self):
+        import torch.distributed as dist
+        return dist.group.WORLD
+
+    def _join_ended(self) -> None:
+        self._joining = False
+        self._end_tail()
+        self._sync_all()
 
     def _write_dossier(self) -> None:
         """RUN_DIR/dossier.json: the sealed summary, with the ledger's head and its cumulative series."""
@@ -327,33 +797,25 @@ class ComputeAudit:
         dossier.write(dossier.build(self.preflight, run=self.name, tracked=tracked, signer=self._signer),
                       self.run_dir / dossier.DOSSIER_NAME)
 
-    def _reduce_across_ranks(self) -> None:
-        """At the end: every rank's counts summed (torch.distributed); each rank holds the run's totals."""
-        if self._world == 1:
-            return
-        self.eval_flops, self.recompute_flops = sum_across_ranks([self.eval_flops, self.recompute_flops])
-        self.train_flops = self._reduced_flops
-
     def _guard_shared(self, interval: int) -> None:
         """Under torch.distributed: stop (or warn) when another interval like the last one would
         cross a blocking threshold; the figures are the all-rank sums every rank holds."""
         if not self.rules:
             return
-        total = self.base_flops + self._reduced_flops
+        total = self.base_flops + self._reduced[0]
         crossing = self._crossing(total + interval)
         if crossing:
             self._act(f"auditor: all {self._world} ranks have used {total:.3e} FLOPs; the next "
                       f"{self.flush_every_steps} steps would reach about {total + interval:.3e}, crossing {crossing}",
                       crossing)
 
-    def _guard(self, sig: tuple) -> None:
-        if not self.rules or not sig[1] or self._world > 1:  # across ranks: _guard_shared
+    def _guard(self, cached: CallCost | None) -> None:
+        if not self.rules or self._world > 1:  # across ranks: _guard_shared
             return
-        cached = self.cache.get(sig)
-        next_cost = cached["forward"] + cached["backward"] if cached else getattr(self, "_step_cost", 0)
+        next_cost = cached.forward + cached.tail + (cached.backward or 0) if cached else self._step_cost
         crossing = self._crossing(self.total_flops + next_cost)
         if crossing:
-            self._act(f"auditor: the next step would take the run to about {self.total_flops + next_cost:.3e} FLOPs, "
+            self._act(f"auditor: the next call would take the run to about {self.total_flops + next_cost:.3e} FLOPs, "
                       f"crossing {crossing}", crossing)
 
     def _act(self, message: str, crossing: str) -> None:
@@ -384,6 +846,105 @@ class ComputeAudit:
             warnings.warn(message, stacklevel=3)
 
 
+def _backward_work(call: _Call) -> tuple[int, int]:
+    """A live call's backward and recomputation since it returned, its own and its tail's (what it
+    ran inside its forward is in ``call.forward``: its own forward plus any backward in there)."""
+    own, tail = call.own, call.tail
+    inner_backward = call.forward - own.forward
+    return (own.backward - inner_backward + tail.backward,
+            own.recompute - call.forward_recompute + tail.recompute)
+
+
+def _flush_buckets(intervals: list[tuple[int, int, int, int]], every: int) -> dict[int, list[int]]:
+    """(step, flops, eval, recompute) intervals gathered by flush interval (steps ((b-1)F, bF]), so
+    that ranks that stepped unevenly meet: bucket -> [its last step, flops, eval, recompute]."""
+    buckets: dict[int, list[int]] = {}
+    for step, *counts in intervals:
+        into = buckets.setdefault(-(-step // max(every, 1)), [step, 0, 0, 0])
+        into[0] = max(into[0], step)
+        for i, c in enumerate(counts, 1):
+            into[i] += c
+    return buckets
+
+
+def _mark_dead(call_ref, _hook_ref) -> None:
+    call = call_ref()
+    if call is not None:
+        call.dead = True
+
+
+def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
+    """The torch optimizer that really steps: the object itself, or the one a wrapper holds
+    (accelerate's AcceleratedOptimizer, Lightning's LightningOptimizer), whose step hooks work."""
+    seen = set()
+    while optimizer is not None and id(optimizer) not in seen:
+        seen.add(id(optimizer))
+        if isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "_optimizer_step_pre_hooks"):
+            return optimizer
+        optimizer = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
+    return None
+
+
+def _with_audited_closure(audit: ComputeAudit, args: tuple, kwargs: dict, at: int = 0) -> tuple[tuple, dict] | None:
+    """The step's arguments with its closure (``args[at]`` or ``closure=``) wrapped so that the
+    forward and backward it runs (LBFGS runs it several times a step) are training compute, the
+    rest optimizer work."""
+    if len(args) > at and callable(args[at]):
+        return (*args[:at], _audited(audit, args[at]), *args[at + 1:]), kwargs
+    if callable(kwargs.get("closure")):
+        return args, {**kwargs, "closure": _audited(audit, kwargs["closure"])}
+    return None
+
+
+def _audited(audit: ComputeAudit, closure: Callable) -> Callable:
+    @functools.wraps(closure)
+    def run_closure(*args, **kwargs):
+        audit._closure_enters()
+        try:
+            return closure(*args, **kwargs)
+        finally:
+            audit._closure_leaves()
+    return run_closure
+
+
+class _StepWrapper:
+    """An object's ``step`` replaced by one that tells the audit when it begins and ends; removed
+    like a hook handle (left in place, and inert, if something wrapped it again since)."""
+
+    def __init__(self, audit: ComputeAudit, stepper: Any):
+        self.stepper, self.original = stepper, stepper.step
+        self.had_own = "step" in getattr(stepper, "__dict__", {})
+        self.active = True
+        wrapper = self
+
+        @functools.wraps(self.original)
+        def step(*args, **kwargs):
+            if not wrapper.active:
+                return wrapper.original(*args, **kwargs)
+            audit._step_begins()
+            changed = _with_audited_closure(audit, args, kwargs)
+            if changed is not None:
+                args, kwargs = changed
+            try:
+                return wrapper.original(*args, **kwargs)
+            finally:
+                audit._step_ends()
+        self.step = step
+        try:
+            stepper.step = step
+        except (AttributeError, TypeError):
+            raise TypeError(f"optimizer: cannot watch the step of a {type(stepper).__name__} "
+                            "(its step method cannot be replaced)") from None
+
+    def remove(self) -> None:
+        self.active = False
+        if getattr(self.stepper, "__dict__", {}).get("step") is self.step:
+            if self.had_own:
+                self.stepper.step = self.original
+            else:
+                del self.stepper.step
+
+
 def _grad_outputs(output: Any) -> list[torch.Tensor]:
     """The output tensors a backward can start from; shallow for a tensor or a mapping (HF)."""
     if type(output) is torch.Tensor:
@@ -395,7 +956,7 @@ def _grad_outputs(output: Any) -> list[torch.Tensor]:
 
 
 def audit(run_dir: str | Path | None = None, *, model: torch.nn.Module | None = None,
-          optimizer: torch.optim.Optimizer | None = None, **options: Any) -> Callable:
+          optimizer: Any = None, **options: Any) -> Callable:
     """Decorator: the training function runs inside a ComputeAudit.
 
     The function receives the audit as keyword ``audit`` if it declares it, and can call

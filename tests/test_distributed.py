@@ -25,6 +25,8 @@ EVAL_BATCH = {0: 2, 1: 6}
 FLUSH = 2
 PER_SAMPLE = 3 * (2 * 32 * 64 + 2 * 64 * 10) - 2 * 32 * 64   # MLP 32-64-10 trained on data (no input grad)
 GUARD_BATCH, GUARD_STEPS, GUARD_THRESHOLD = {0: 4, 1: 8}, 8, 900_000
+JOIN_BATCHES = {0: [4] * 5, 1: [8] * 3}  # uneven: rank 1 runs out after 3 steps, rank 0 goes on to 5
+PAIR_BATCH, PAIR_STEPS = {0: 4, 1: 6}, 4
 
 
 def _mlp():
@@ -125,7 +127,59 @@ def _resume(rank, tmp):
     return {"total": run.total_flops, "steps": run.steps}
 
 
-SCENARIOS = {"exact": _exact, "ledger": _ledger, "guard": _guard, "overflow": _overflow, "resume": _resume}
+def _join(rank, tmp, give_audit=True):
+    """DDP with uneven inputs under Join: the audit (given to Join, or watching the DDP model that
+    is) runs no collective while a rank may have joined; its counts are summed when all have."""
+    from torch.distributed.algorithms.join import Join
+    from torch.nn.parallel import DistributedDataParallel
+
+    from auditor.ledger import read_ledger, verify_ledger
+    from auditor.tracking import ComputeAudit
+
+    model, opt = _mlp()
+    ddp = DistributedDataParallel(model)
+    run_dir = Path(tmp) / f"join-run-{give_audit}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with ComputeAudit(run_dir, ddp, opt, flush_every_steps=FLUSH, flush_every_seconds=None) as run:
+            with Join([ddp, run] if give_audit else [ddp]):
+                _train(ddp, opt, JOIN_BATCHES[rank])
+            after_join = run.all_ranks_flops
+    out = {"total": run.total_flops, "steps": run.steps, "after_join": after_join}
+    dist.barrier()
+    if rank == 0:
+        out["intervals"] = [[r["step"], r["flops"], r.get("ranks")] for r in read_ledger(run_dir).records
+                            if r["kind"] == "interval"]
+        verified = verify_ledger(run_dir)
+        out["verified"] = [verified.ok, verified.total, verified.closed, verified.step]
+    return out
+
+
+def _pairs(rank, tmp):
+    """Two calls a step on each rank; sync() halfway makes the ledger's figure every rank's."""
+    from auditor.ledger import read_ledger
+    from auditor.tracking import ComputeAudit
+
+    model, opt = _mlp()
+    run_dir = Path(tmp) / "pairs-run"
+    g = torch.Generator().manual_seed(rank)
+    # No all-reduce on the step cadence (100); every ledger record written as it is appended (1e-9 s).
+    with ComputeAudit(run_dir, model, opt, flush_every_steps=100, flush_every_seconds=1e-9) as run:
+        for step in range(PAIR_STEPS):
+            a, b = (model(torch.randn(PAIR_BATCH[rank], 32, generator=g)) for _ in range(2))
+            (a * b).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            if step == 1:
+                run.sync()
+                halfway = run.all_ranks_flops
+                dist.barrier()
+                ledger_halfway = read_ledger(run_dir).total if rank == 0 else None
+    return {"total": run.total_flops, "halfway": halfway, "ledger_halfway": ledger_halfway}
+
+
+SCENARIOS = {"exact": _exact, "ledger": _ledger, "guard": _guard, "overflow": _overflow, "resume": _resume,
+             "join": _join, "join-ddp-only": lambda rank, tmp: _join(rank, tmp, give_audit=False), "pairs": _pairs}
 
 
 def _worker(rank, port, tmp, backend):
@@ -151,7 +205,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn(tmp: Path, backend: str, timeout: float = 60.0) -> list[dict]:
+def _spawn(tmp: Path, backend: str, timeout: float = 120.0) -> list[dict]:
     import torch.multiprocessing as mp
 
     ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp), backend), nprocs=WORLD, join=False,
@@ -229,6 +283,28 @@ def test_resumed_run_total_is_the_same_on_every_rank(ranks):
     assert r1["total"] == 4 * per_step     # today: 2 * per_step
 
 
+@pytest.mark.parametrize("scenario", ["join", "join-ddp-only"])
+def test_uneven_steps_under_join_sum_every_ranks_own_count(ranks, scenario):
+    r0, r1 = _scenario(ranks, scenario)
+    rows = {r: sum(JOIN_BATCHES[r]) for r in (0, 1)}
+    total = (rows[0] + rows[1]) * PER_SAMPLE  # each rank's own rows, summed
+    assert r0["total"] == r1["total"] == total
+    assert r0["steps"] == r1["steps"] == 5  # the run's: the longest rank's
+    if scenario == "join":  # summed at the end of Join, before the audit stops
+        assert r0["after_join"] == r1["after_join"] == total
+    # Intervals of 2 steps: steps 1-2 of both ranks, 3-4 of rank 0 and 3 of rank 1, 5 of rank 0.
+    four, eight = 4 * PER_SAMPLE, 8 * PER_SAMPLE
+    assert r0["intervals"] == [[2, 2 * four + 2 * eight, 2], [4, 2 * four + eight, 2], [5, four, 2]]
+    assert r0["verified"] == [True, total, True, 5]
+
+
+def test_two_calls_a_step_on_each_rank_and_sync_gives_the_ledgers_figure(ranks):
+    r0, r1 = _scenario(ranks, "pairs")
+    per_step = 2 * (PAIR_BATCH[0] + PAIR_BATCH[1]) * PER_SAMPLE  # both ranks, two calls each
+    assert r0["total"] == r1["total"] == PAIR_STEPS * per_step
+    assert r0["halfway"] == r1["halfway"] == r0["ledger_halfway"] == 2 * per_step
+
+
 def _nccl_worker(rank, port, tmp):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
     torch.cuda.set_device(rank)
@@ -257,3 +333,16 @@ def test_nccl_process_group(tmp_path):
     results = [json.loads((tmp_path / f"rank{r}.json").read_text())["nccl"] for r in range(WORLD)]
     assert all("error" not in r for r in results), results
     assert results[0]["total"] == results[1]["total"] == 2 * 2 * (4 * 8 * 8) * 2
+
+
+def test_sums_travel_on_the_device_the_backend_serves(monkeypatch):
+    """NCCL takes CUDA tensors only: the all-reduces go on the current CUDA device (checked here
+    without one, by patching; test_nccl_process_group runs them where two GPUs are present)."""
+    from auditor import ranks
+
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
+    assert ranks.collective_device() == "cpu"
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "nccl")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert ranks.collective_device() == torch.device("cuda", 3)

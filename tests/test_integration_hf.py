@@ -129,14 +129,22 @@ from transformers import Trainer, TrainingArguments
 from test_integration_hf import Tokens, tiny_gpt2
 from auditor.integrations.huggingface import AuditCallback
 
-cb = AuditCallback(flush_every_steps=2)
+cb = AuditCallback(run_dir={out!r} + "/run", flush_every_steps=2)
 args = TrainingArguments(output_dir={out!r}, max_steps=3, per_device_train_batch_size=2, gradient_accumulation_steps=2,
                          per_device_eval_batch_size=2, report_to=[], logging_steps=1, save_strategy="no", use_cpu=True,
                          eval_strategy="steps", eval_steps=2, disable_tqdm=True, ddp_backend="gloo")
-Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens(64, 1), eval_dataset=Tokens(4, 2), callbacks=[cb]).train()
+trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens(64, 1), eval_dataset=Tokens(4, 2), callbacks=[cb])
+trainer.train()
 a = cb.audit
+logs = [[h["step"], h.get("loss") is not None, h.get("eval_loss") is not None, h["compute_flops"], h["compute_eval_flops"]]
+        for h in trainer.state.log_history if "compute_flops" in h]
+ledger = None
+if dist.get_rank() == 0:
+    from auditor.ledger import verify_ledger
+    ledger = verify_ledger({out!r} + "/run").total
 with open({out!r} + f"/rank{{dist.get_rank()}}.json", "w") as fh:
-    json.dump({{"world": dist.get_world_size(), "total": a.total_flops, "eval": a.eval_flops, "steps": a.steps}}, fh)
+    json.dump({{"world": dist.get_world_size(), "total": a.total_flops, "eval": a.eval_flops, "steps": a.steps,
+               "logs": logs, "ledger": ledger}}, fh)
 # Tear gloo down explicitly: left to interpreter exit, its threads sometimes abort the process
 # ("terminate called without an active exception").
 dist.barrier()
@@ -146,30 +154,25 @@ dist.destroy_process_group()
 
 def test_trainer_under_torchrun_two_ranks_sum(tmp_path):
     """torchrun, 2 CPU processes (gloo DDP): each rank's callback ends with the run's totals."""
-    import json
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
+    from torchrun import run_on_two_ranks
 
-    if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
-        pytest.skip("torch.distributed with gloo is not available")
-    script = tmp_path / "train.py"
-    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(port), str(script)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = run_on_two_ranks(tmp_path, DDP_SCRIPT, timeout=120)
     # 2 ranks x 3 steps x 2 micro-batches, each 3 forwards; an evaluation at step 2 and at the
     # end, one batch a rank each (the 4 eval samples are split between the ranks).
+    per_step = 2 * ACCUMULATE * 3 * forward_closed_form(SEQ, BATCH)   # both ranks
+    per_eval = 2 * forward_closed_form(SEQ, EVAL_BATCH)                # both ranks, one batch each
     for r in ranks:
         assert r["world"] == 2 and r["steps"] == 3
-        assert r["total"] == 2 * 3 * ACCUMULATE * 3 * forward_closed_form(SEQ, BATCH)
-        assert r["eval"] == 2 * 2 * forward_closed_form(SEQ, EVAL_BATCH)
+        assert r["total"] == 3 * per_step
+        assert r["eval"] == 2 * per_eval
+        # Every log, on every rank, holds the run's figures over both ranks (not this rank's half):
+        # a training log after each step, an evaluation log after steps 2 and 3, the final log.
+        assert [log[1:] for log in r["logs"]] == [
+            [True, False, per_step, 0], [True, False, 2 * per_step, 0], [False, True, 2 * per_step, per_eval],
+            [True, False, 3 * per_step, per_eval], [False, True, 3 * per_step, 2 * per_eval],
+            [False, False, 3 * per_step, 2 * per_eval]]
+    assert ranks[0]["logs"] == ranks[1]["logs"]
+    assert ranks[0]["ledger"] == ranks[0]["logs"][-1][3] == 3 * per_step  # the ledger's figure is the log's
 
 
 class LedgerAtSave(TrainerCallback):

@@ -76,9 +76,9 @@ def run_fit(trainer, module, ckpt_path=None):
 
 def fit(module, cb, *, callbacks=(), ckpt_path=None, **trainer_options):
     torch.manual_seed(0)
-    trainer = pl.Trainer(limit_train_batches=5, limit_val_batches=VAL_BATCHES, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(limit_train_batches=5, limit_val_batches=VAL_BATCHES, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[cb, *callbacks],
-                         **({"max_epochs": 1, "accelerator": "cpu"} | trainer_options))
+                         **({"max_epochs": 1, "accelerator": "cpu", "logger": False} | trainer_options))
     return run_fit(trainer, module, ckpt_path)
 
 
@@ -193,3 +193,78 @@ def test_a_second_fit_goes_on_with_the_same_ledger(tmp_path):
     assert trainer.global_step == 10 and cb.audit.total_flops == 2 * epoch
     assert report.ok and report.closed and report.step == 10 and report.total == 2 * epoch
     assert not list(run_dir.glob("ledger.rolledback.*"))  # nothing was redone
+
+
+class Recorded(pl.loggers.Logger):
+    """A logger that keeps what it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.logged = []
+
+    @property
+    def name(self):
+        return "recorded"
+
+    @property
+    def version(self):
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        if "compute_flops" in metrics:
+            self.logged.append((step, metrics["compute_flops"], metrics["compute_eval_flops"]))
+
+
+def test_loggers_get_the_runs_figures_every_log_step_and_at_the_end():
+    logger = Recorded()
+    cb = AuditCallback()
+    fit(TwoLayers(), cb, logger=logger, log_every_n_steps=2)
+    per_sample = train_per_sample()
+    done = [sum(TRAIN_SIZES[:n]) * per_sample for n in range(1, 6)]
+    sanity = VAL_FLOPS // 2  # the sanity check's 2 batches; the epoch's validation comes after step 5
+    assert logger.logged == [(2, done[1], sanity), (4, done[3], sanity), (5, done[4], VAL_FLOPS)]
+    assert all(type(flops) is int for _, flops, _ in logger.logged)  # exact, not a float tensor
+    assert logger.logged[-1][1] == cb.audit.total_flops
+
+
+DDP_SCRIPT = """
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+sys.path.insert(0, {tests!r})
+import torch
+import torch.distributed as dist
+from test_integration_lightning import AuditCallback, Recorded, TwoLayers, loaders, pl
+
+cb, logger = AuditCallback(run_dir={out!r} + "/run", flush_every_steps=2), Recorded()
+torch.manual_seed(0)
+trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy="ddp", limit_val_batches=2, logger=logger,
+                     log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, callbacks=[cb])
+trainer.fit(TwoLayers(), *loaders())
+ledger = None
+if trainer.is_global_zero:
+    from auditor.ledger import verify_ledger
+    ledger = verify_ledger({out!r} + "/run").total
+with open({out!r} + f"/rank{{trainer.global_rank}}.json", "w") as fh:
+    json.dump({{"world": trainer.world_size, "total": cb.audit.total_flops, "eval": cb.audit.eval_flops,
+               "steps": cb.audit.steps, "logged": logger.logged, "ledger": ledger}}, fh)
+"""
+
+
+def test_ddp_on_two_ranks_logs_the_sum_of_both(tmp_path):
+    """torchrun, 2 CPU processes (gloo DDP): 36 samples split 18 a rank, batches of 8, 8 and 2."""
+    from torchrun import run_on_two_ranks
+
+    ranks = run_on_two_ranks(tmp_path, DDP_SCRIPT)
+    rows = [2 * 8, 2 * 16, 2 * 18]        # both ranks' training rows after each step
+    val = 2 * 2 * VAL_BATCH * forward_per_sample()  # 2 ranks x 2 batches of 8, once
+    for r in ranks:
+        assert r["world"] == 2 and r["steps"] == 3
+        assert r["total"] == rows[-1] * train_per_sample() and r["eval"] == 2 * val
+    expected = [[s + 1, n * train_per_sample(), val] for s, n in enumerate(rows)] + \
+        [[3, rows[-1] * train_per_sample(), 2 * val]]  # the sanity check; the end of fit adds the epoch's
+    assert ranks[0]["logged"] == expected and ranks[1]["logged"] == []  # loggers log on rank 0
+    assert ranks[0]["ledger"] == expected[-1][1]

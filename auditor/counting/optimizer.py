@@ -43,6 +43,20 @@ def per_element_ops(kind: str, group: dict) -> int:
     raise ValueError(f"no update formula for optimizer {kind!r}; known: sgd, adam, adamw")
 
 
+# torch's optimizers whose step is elementwise arithmetic only: under the counting engine's
+# conventions (docs/counting.md) their update counts 0, so a tracker need not measure it.
+# Checked by tests/test_tracking_optimizers.py; Adafactor is not here: its factored second
+# moment is an outer product (a matmul).
+_ELEMENTWISE_STEPS = frozenset({"SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam",
+                                "RMSprop", "Rprop"})
+
+
+def elementwise_step(optimizer) -> bool:
+    """True when ``optimizer`` is one of torch's own whose step has no operator of a counted class."""
+    cls = type(optimizer)
+    return cls.__module__.startswith("torch.optim") and cls.__name__ in _ELEMENTWISE_STEPS
+
+
 def optimizer_flops(optimizer: torch.optim.Optimizer) -> int:
     """FLOPs of one ``optimizer.step()`` over its trainable parameters."""
     kind = type(optimizer).__name__.lower()

@@ -13,7 +13,9 @@ The top module of the Trainer's model gets one forward pre-hook and one forward 
 AcceleratedOptimizer, which skips torch's step hooks, and a GradScaler may skip the inner step.
 Gradient accumulation is exact (each micro-batch's forward and backward is counted; a step is
 one optimizer step); evaluation inside ``train()`` runs without grad and lands in
-``eval_flops``. Each log gets ``compute_flops`` and ``compute_eval_flops``.
+``eval_flops``. Each log gets ``compute_flops`` and ``compute_eval_flops``: the run's figures
+over every rank, the same as the ledger's (under DDP the callback sums the ranks when the
+Trainer logs, which every rank does: the Trainer gathers the loss there too).
 """
 from __future__ import annotations
 
@@ -66,7 +68,9 @@ class AuditCallback(AuditOptions, TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.audit is None or logs is None:
             return
-        values = {"compute_flops": self.audit.total_flops, "compute_eval_flops": self.audit.eval_flops}
+        if self._running:
+            self.audit.sync()  # every rank logs here: the ranks' counts are summed, the ledger written
+        values = {"compute_flops": self.audit.all_ranks_flops, "compute_eval_flops": self.audit.all_ranks_eval_flops}
         # Trainer.log appends a copy of the logs to the history just before calling on_log.
         history = state.log_history[-1] if state.log_history else None
         if history is not None and history.get("step") == state.global_step and all(

@@ -16,7 +16,9 @@ batch shape, whether the step calls ``self(x)`` or ``self.net(x)``. Steps end on
 ``on_before_optimizer_step`` (the gradients are complete) and ``on_train_batch_end``.
 Validation (the sanity check included) runs without grad and lands in ``eval_flops``.
 Manual optimization (``automatic_optimization = False``, ``manual_backward`` inside the step)
-is supported too.
+is supported too. Every ``log_every_n_steps`` optimizer steps, and at the end of ``fit``, the
+trainer's loggers get ``compute_flops`` and ``compute_eval_flops``: the run's figures over every
+rank (summed there, a point every rank reaches), the same as the ledger's, as Python ints.
 
 ``lightning`` is imported with this module, never by ``import auditor``.
 """
@@ -120,6 +122,8 @@ class AuditCallback(AuditOptions, Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._finish()
+        if self.audit is not None and trainer.loggers:
+            self._log(trainer)  # the run's totals, every rank summed by stop()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._finish()
@@ -151,6 +155,16 @@ class AuditCallback(AuditOptions, Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._stepped and self.audit is not None and self.audit._started:
             self._end_step()
+            every = trainer.log_every_n_steps
+            if trainer.loggers and every and trainer.global_step % every == 0:
+                self.audit.sync()  # every rank ends the same optimizer steps: the ranks are summed here
+                self._log(trainer)
+
+    def _log(self, trainer) -> None:
+        if trainer.is_global_zero:
+            values = {"compute_flops": self.audit.all_ranks_flops, "compute_eval_flops": self.audit.all_ranks_eval_flops}
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=trainer.global_step)
 
     def _end_step(self) -> None:
         self._stepped = False
