@@ -123,13 +123,17 @@ class _RoutedCounting(CountingMode):
         super().__init__(None, dense, names=names)
         self._route = route
 
-    def _record(self, op, flops) -> None:
+    def _record(self, op, flops):
         self.result = self._route()
-        super()._record(op, flops)
+        return super()._record(op, flops)       # the record's key (the sparse-product check keeps it)
 
     def _note_uncovered(self, name: str) -> None:
         self.result = self._route()
         super()._note_uncovered(name)
+
+    def _note_unmodelled(self, name: str, layout) -> None:
+        self.result = self._route()
+        super()._note_unmodelled(name, layout)
 
 
 class _JoinHook:
