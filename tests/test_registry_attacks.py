@@ -122,7 +122,7 @@ def test_attack_a_model_name_with_control_or_bidi_characters_is_refused(tmp_path
     assert runs_in(url) == []
 
 
-def test_a_hostile_run_name_is_shown_escaped(tmp_path):
+def test_attack_a_hostile_run_name_is_shown_escaped(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     run = write_run(tmp_path / "r", at("2026-02-01"), [(at("2026-02-02"), 5)], name="run\u202eevil",
                     close=at("2026-02-03"))

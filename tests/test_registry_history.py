@@ -302,3 +302,32 @@ def test_where_the_registry_is_by_default(tmp_path, monkeypatch):
     run = write_run(tmp_path / "r", at("2026-02-01"), [(at("2026-02-02"), 5)], close=at("2026-02-03"))
     assert CliRunner().invoke(main, ["registry", "add", str(run), "--model", "m", "--stage", "other"]).exit_code == 0
     assert (tmp_path / "data" / "registry.db").is_file()
+
+
+def test_a_preflight_dossier_is_a_plan_and_a_runless_merge_adds_its_parents(registry_url, tmp_path):
+    from auditor import dossier
+
+    plan = {"run": "big-plan", "total_flops": 2 * E, "low": E, "high": 3 * E, "estimates": [], "verdicts": []}
+    folder = tmp_path / "planned"
+    dossier.write(dossier.build(plan, run="big-plan"), folder / dossier.DOSSIER_NAME)
+    digest = dossier.load(folder)["seal"]["digest"]
+    added = json.loads(add(registry_url, folder, "--model", "p", "--stage", "pretraining", "--accepted", "2026-05-01",
+                           "--format", "json").stdout)
+    assert (added["kind"], added["run"], added["counted_flops"]) == ("planned", digest, 2 * E)
+    [run] = json.loads(invoke("registry", "runs", "--format", "json", "--registry", registry_url).stdout)["runs"]
+    assert (run["low"], run["high"], run["accepted_at"]) == (E, 3 * E, "2026-05-01T00:00:00Z")
+    a = write_run(tmp_path / "a", at("2026-02-01"), [(at("2026-02-02"), 3 * E)], name="a", close=at("2026-02-03"))
+    add(registry_url, a, "--model", "a", "--stage", "pretraining")
+    for parent, weight in (("a", "1/2"), ("p", "1/2")):
+        linked = invoke("registry", "link", "avg", "--from", parent, "--relation", "merged", "--developer", "same",
+                        "--weight", weight, "--registry", registry_url)
+        assert linked.exit_code == 0, linked.output
+    models = json.loads(invoke("registry", "models", "--format", "json", "--registry", registry_url).stdout)["models"]
+    avg = next(m for m in models if m["model"] == "avg")
+    assert avg["cumulative_flops"] == 3 * E and avg["runs"] == 0    # a plan is foreseen compute, never counted
+    _, judged = status(registry_url, tmp_path, as_of="2026-05-02")
+    assert judged["avg"]["planned_flops"] == 3 * E                  # the plan's high end, through the merge
+    tracked = write_run(tmp_path / "t", at("2026-02-01"), [(at("2026-02-02"), 1)], name="t", close=at("2026-02-03"))
+    refused = invoke("registry", "add", tracked, "--model", "t", "--stage", "sft", "--accepted", "2026-05-01",
+                     "--registry", registry_url)
+    assert refused.exit_code == 2 and "--accepted" in refused.stderr

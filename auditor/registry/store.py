@@ -95,6 +95,11 @@ class Registry:
         lineage = [(model_name(p, "--from"), weight_text(w)) for p, w in zip(parents, weights)]
         facts = read_target(Path(target), stage=stage, trusted_keys=list(trusted_keys), rollouts=rollouts,
                             known_head=self.head_of)
+        if accepted_at is not None and facts.kind != "planned":
+            if facts.points is not None:
+                facts.points.close()
+            raise RegistryError("--accepted: says when a reviewer accepted a plan; this is a tracked run, whose "
+                                "times are its ledger's")
         try:
             return self.record(facts, model=model, stage=stage, parents=lineage, developer=developer,
                                accepted_at=accepted_at)

@@ -142,11 +142,20 @@ def _tree_lines(node: dict[str, Any], prefix: str = "", last: bool = True, top: 
     return lines
 
 
+def status_words(v: dict[str, Any]) -> str:
+    """'crossed', 'at risk', 'clear', 'not in force', or 'out of scope' (a rule that does not cover the model)."""
+    return "out of scope" if v["inactive"] == "out_of_scope" else v["status"].replace("_", " ")
+
+
 def verdicts_text(verdicts: list[dict[str, Any]]) -> str:
+    def figures(v):
+        if v["inactive"] == "out_of_scope":   # the figures say nothing about a rule that does not cover it
+            return ["-", "-"]
+        return [sci(v["basis_flops"]), f"{v['comparison']} {sci(v['threshold_flops'])}"]
+
     return table(["rule", "status", "basis", "compared", "threshold", "crossed at", "foreseen", "notify by",
                   "days left"], [
-        [v["rule"], v["status"].replace("_", " "), v["basis"], sci(v["basis_flops"]),
-         f"{v['comparison']} {sci(v['threshold_flops'])}", (v["crossed_at"] or "-")[:19],
+        [v["rule"], status_words(v), v["basis"], *figures(v), (v["crossed_at"] or "-")[:19],
          (v["foreseen_at"] or "-")[:19],
          v["notify_by"] or "-", "-" if v["days_left"] is None else str(v["days_left"])] for v in verdicts])
 
