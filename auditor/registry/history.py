@@ -91,6 +91,7 @@ class Graph:
     children: dict[int, list[EdgeNode]] = field(default_factory=dict)
     runs: dict[int, RunNode] = field(default_factory=dict)
     runs_of: dict[int, list[RunNode]] = field(default_factory=dict)
+    _passing: dict = field(default_factory=dict)    # sweeps already made: rules that share a threshold share one
 
     def id_of(self, name: str) -> int | None:
         return next((i for i, n in self.names.items() if n == name), None)
@@ -176,6 +177,13 @@ class Graph:
         """(the point before, the point at which) the models' summed compute first passes the
         threshold; with ``foreseen``, plans' high ends count from their acceptance until their run
         starts. None when it never does by the cutoff."""
+        foreseen = foreseen and bool(self.plans_in(models) + self._realized_plans(models))   # else the same sweep
+        key = (tuple(sorted(set(models))), threshold, comparison, foreseen)
+        if key not in self._passing:
+            self._passing[key] = self._first_passing(models, threshold, comparison, foreseen)
+        return self._passing[key]
+
+    def _first_passing(self, models, threshold, comparison, foreseen):
         run_ids = self.runs_in(models)
         events = []
         if foreseen:
