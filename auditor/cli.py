@@ -65,6 +65,11 @@ ALLOW_PATH_OPTION = click.option("--allow-path", "allow_paths", multiple=True, m
                                  type=click.Path(file_okay=False, path_type=Path),
                                  help="A folder configs may name files in (hf_config, rules) besides their own "
                                       "repository; repeat for more.")
+REGISTRY_OPTION = click.option(
+    "--registry", "registry_url", metavar="URL", envvar="AUDITOR_REGISTRY", show_envvar=True,
+    help="Judge a fine-tune on its base model's recorded history: a config's lineage.base_model that names a "
+         "model in this registry (a database URL or SQLite file; auditor registry --help) gets that model's "
+         "cumulative compute as its base compute.")
 MAX_MODULES_OPTION = click.option("--max-modules", type=click.IntRange(min=1), metavar="N",
                                   help="Refuse to count a model with more than N modules and parameter tensors "
                                        "(default 500,000: beyond any real model, so a config cannot make counting "
@@ -128,8 +133,9 @@ AS_OF_OPTION = click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y
 @MAX_MODULES_OPTION
 @click.option("--signing-key", type=click.Path(dir_okay=False, path_type=Path), metavar="NAME.key",
               help="Sign the plan's record (--format json, --html) with this key (auditor keys new).")
+@REGISTRY_OPTION
 def preflight(config: Path, fmt: str, html_path: Path | None, rules: tuple[str, ...], as_of, allow_paths,
-              max_modules, signing_key) -> None:
+              max_modules, signing_key, registry_url) -> None:
     """Estimate a training run's compute from its YAML config and judge it against the rules.
 
     The config is taken as your own: its model factory is imported and run, and its rules: are
@@ -146,7 +152,7 @@ def preflight(config: Path, fmt: str, html_path: Path | None, rules: tuple[str, 
     except SigningError as exc:
         fail(f"--signing-key: {exc}")
     trust = Trust(allow_paths=tuple(p.resolve() for p in allow_paths), max_modules=max_modules)
-    data = preflight_dict(config, rules, as_of, trust=trust)
+    data = preflight_dict(config, rules, as_of, trust=trust, lineage_from=base_compute(registry_url))
     record = dossier.build(data, run=data["run"], config_path=config, signer=signer) \
         if fmt == "json" or html_path else None
     # JSON: the plan as a sealed record (`auditor verify plan.json` checks it), the contract's fields at its top
@@ -175,10 +181,29 @@ def write_output(path: Path, data: bytes, option: str) -> None:
         fail(f"{option}: cannot write {printable(path)}: {exc.strerror or exc}")
 
 
-def preflight_dict(config: Path, rules=(), as_of=None, *, quiet: bool = False, trust=None) -> dict:
+def base_compute(registry_url: str | None):
+    """The registry's figures for configs' base models (--registry), or None; one that cannot be opened is exit 2."""
+    if not registry_url:
+        return None
+    from .registry.engine import RegistryError
+    from .registry.lineage import BaseCompute
+
+    import sqlalchemy as sa
+
+    try:
+        found = BaseCompute(registry_url)
+        found.graph                       # read once, up front: a registry that fails is the command's error
+        return found
+    except RegistryError as exc:
+        fail(str(exc))
+    except sa.exc.SQLAlchemyError as exc:
+        fail(f"--registry: cannot read the registry: {' '.join(str(getattr(exc, 'orig', None) or exc).split())[:300]}")
+
+
+def preflight_dict(config: Path, rules=(), as_of=None, *, quiet: bool = False, trust=None, lineage_from=None) -> dict:
     """Load, validate, estimate and judge; bad input ends the command with exit 2 and one line."""
     try:
-        return assess_or_error(config, rules, as_of, quiet=quiet, trust=trust).to_dict()
+        return assess_or_error(config, rules, as_of, quiet=quiet, trust=trust, lineage_from=lineage_from).to_dict()
     except BadInput as exc:
         fail(str(exc))
 
@@ -187,7 +212,7 @@ class BadInput(Exception):
     pass
 
 
-def assess_or_error(config: Path, rules=(), as_of=None, *, quiet: bool = False, trust=None):
+def assess_or_error(config: Path, rules=(), as_of=None, *, quiet: bool = False, trust=None, lineage_from=None):
     from .config import ConfigError
     from .preflight import NeedsTrustedRun, PreflightError, assess
     from .rulefile import RuleError
@@ -196,7 +221,7 @@ def assess_or_error(config: Path, rules=(), as_of=None, *, quiet: bool = False, 
     progress = None if quiet else (lambda m: click.echo(f"... {m}", err=True))
     try:
         return assess(config, rules=list(rules or ()) or None, as_of=as_of.date() if as_of else None,
-                      progress=progress, trust=trust)
+                      progress=progress, trust=trust, lineage_from=lineage_from)
     except NeedsTrustedRun:
         raise
     except (ConfigError, PreflightError, RuleError) as exc:
@@ -232,8 +257,9 @@ def render_preflight(data: dict, fmt: str) -> str:
                    "(X.yaml -> X.authorization.json, signed by a --trusted-key): docs/authorization.md.")
 @click.option("--trusted-key", "trusted_keys", multiple=True, metavar="NAME.pub",
               type=click.Path(dir_okay=False, path_type=Path), help="An approver's public key; repeat for more.")
+@REGISTRY_OPTION
 def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths, max_modules, authorization_above,
-         trusted_keys) -> None:
+         trusted_keys, registry_url) -> None:
     """Check every training config in PATHS (files or folders) against the rules, for CI.
 
     The gate runs no code a config names (a model factory) unless --allow-factory or the policy
@@ -264,6 +290,7 @@ def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths,
         allow_paths = (*loaded.allow_paths, *allow_paths)
         max_modules = max_modules or loaded.max_modules
     trust = gate_trust(allow_factory, allow_paths, max_modules)
+    lineage_from = base_compute(registry_url)
     above = None
     if authorization_above is not None:
         from .numbers import positive_count
@@ -284,8 +311,8 @@ def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths,
         click.echo(f"[{n}/{len(configs)}] {printable(path)}", err=True)
         # Nothing a config does ends the gate: every failure is that config's row, and the loop goes on.
         try:
-            result.results.append(GateResult(path, assess_or_error(path, chosen, as_of, quiet=True,
-                                                                   trust=trust).to_dict()))
+            result.results.append(GateResult(path, assess_or_error(path, chosen, as_of, quiet=True, trust=trust,
+                                                                   lineage_from=lineage_from).to_dict()))
             if above is not None:
                 check_authorization(result.results[-1], above, keys, as_of.date() if as_of else None)
         except NeedsTrustedRun as exc:
@@ -578,6 +605,11 @@ def demo(out: Path, steps: int) -> None:
     plan = preflight_dict(DEMO_RUN)
     click.echo(render_preflight(plan, "text") + "\n")
     run_demo(plan, DEMO_RUN, out, steps, echo=click.echo)
+
+
+from .registry.commands import registry as _registry  # noqa: E402  (click only until a command runs)
+
+main.add_command(_registry)
 
 
 def run() -> None:

@@ -261,10 +261,12 @@ class Ledger:
     flush(), close(), interpreter exit, and when dropped unclosed (then with no close record)."""
 
     def __init__(self, run_dir, *, flush_every_steps: int | None = None, flush_every_seconds: float | None = None,
-                 meta: dict | None = None, signer=None):
+                 meta: dict | None = None, signer=None, on_flush=None):
         """``signer`` (signing.SigningKey): each flush also writes RUN_DIR/ledger.head.dsse.json, a
-        signed Statement of the head just made durable, and the start record names the key."""
-        self._open(run_dir, flush_every_steps, flush_every_seconds, signer)
+        signed Statement of the head just made durable, and the start record names the key.
+        ``on_flush(ledger, records)``: called after each flush with the records it made durable
+        (auditor.registry.RunRecorder); an exception there is a warning, never a lost record."""
+        self._open(run_dir, flush_every_steps, flush_every_seconds, signer, on_flush)
         if os.fstat(self._fd).st_size:
             self._release()
             raise LedgerError(f"{self.path} already holds a ledger; continue it with "
@@ -275,12 +277,12 @@ class Ledger:
     @classmethod
     def resume(cls, run_dir, checkpoint_step: int, *, flush_every_steps: int | None = None,
                flush_every_seconds: float | None = None, meta: dict | None = None,
-               signer=None) -> tuple["Ledger", int]:
+               signer=None, on_flush=None) -> tuple["Ledger", int]:
         """Continue a run restarted from its checkpoint at ``checkpoint_step`` (the truth): set a torn tail
         aside (ledger.torn.<n>), and the records after the checkpoint (ledger.rolledback.<n>), truncate,
         append a ``resume`` record. Returns the ledger and the total carried over (docs/ledger.md)."""
         self, step = cls.__new__(cls), _count(checkpoint_step, "checkpoint_step")
-        self._open(run_dir, flush_every_steps, flush_every_seconds, signer)
+        self._open(run_dir, flush_every_steps, flush_every_seconds, signer, on_flush)
         try:
             st, (cut_end, cut) = _read(self.path, keep=False, cut_step=step)
             if cut is None and step:  # (a start record is at step 0, before any checkpoint)
@@ -353,7 +355,18 @@ class Ledger:
                 self._flushed_step = self._last["step"]
                 self._digest.update(data.obj)
                 self._sign_head()
+                self._tell(data.obj)
             self._flushed_at = time.monotonic()
+
+    def _tell(self, written: bytes) -> None:
+        """The on_flush callback, after the records are durable (and signed): its failure is a warning."""
+        if self._on_flush is None:
+            return
+        try:
+            self._on_flush(self, [json.loads(line) for line in written.splitlines()])
+        except Exception as exc:
+            warnings.warn(f"{self.path}: on_flush failed ({type(exc).__name__}: {exc}); the ledger is intact",
+                          RuntimeWarning, stacklevel=3)
 
     def _signed_meta(self, meta: dict | None) -> dict | None:
         """The start or resume record's meta, naming the signing key: a ledger that names one and
@@ -393,8 +406,8 @@ class Ledger:
             self.flush()
             self._release()
 
-    def _open(self, run_dir, every_steps, every_seconds, signer=None) -> None:
-        self._fd, self._signer, self._digest = None, signer, hashlib.sha256()
+    def _open(self, run_dir, every_steps, every_seconds, signer=None, on_flush=None) -> None:
+        self._fd, self._signer, self._digest, self._on_flush = None, signer, hashlib.sha256(), on_flush
         every_steps = None if every_steps is None else _count(every_steps, "flush_every_steps", 1)
         if every_seconds is not None and (isinstance(every_seconds, bool) or not every_seconds > 0):
             raise ValueError(f"flush_every_seconds must be a positive number, not {every_seconds!r}")

@@ -96,7 +96,7 @@ class NeedsTrustedRun(PreflightError):
 
 
 def assess(config_path, *, rules=None, as_of=None, progress: Callable[[str], None] | None = None,
-           trust=None) -> Preflight:
+           trust=None, lineage_from=None) -> Preflight:
     """Config file in, Preflight with verdicts out: what `auditor preflight` and `gate` run.
 
     ``rules``: ids or paths (relative to the working directory), or Rule objects already loaded.
@@ -104,6 +104,9 @@ def assess(config_path, *, rules=None, as_of=None, progress: Callable[[str], Non
     factory may be imported, where its files may be, and whether its ``rules:`` replace the
     default (every bundled rule, or ``rules``) or only add to it. Raises ConfigError,
     PreflightError or RuleError for bad input, each one line naming the file and the field.
+    ``lineage_from(lineage) -> (lineage, note)``: fills in the base model's compute from elsewhere
+    (auditor.registry.BaseCompute, from a model's recorded history); the note joins the assumptions
+    of every verdict that uses it.
     """
     from .config import load_run_config
     from .policy import Trust
@@ -113,8 +116,14 @@ def assess(config_path, *, rules=None, as_of=None, progress: Callable[[str], Non
     config = load_run_config(config_path, allow_paths=trust.allow_paths)
     chosen = choose_rules(config, rules, trust)      # before counting: a bad rule file fails fast
     result = run_preflight(config, progress=progress, trust=trust)
+    note = None
+    if lineage_from is not None and result.lineage:
+        result.lineage, note = lineage_from(result.lineage)
     day = as_of_day(as_of)
     result.verdicts, result.as_of = evaluate(result, chosen, day), day.isoformat()
+    for verdict in result.verdicts if note else ():
+        if verdict.basis != "training" and verdict.inactive != "out_of_scope":
+            verdict.assumptions.append(note)
     return result
 
 

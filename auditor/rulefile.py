@@ -192,6 +192,8 @@ class Rule(_Mapping):
     rescinded: Date | None = Field(None, description="the date it was rescinded, YYYY-MM-DD (status revoked)")
     vetoed: Date | None = Field(None, description="the date it was vetoed, YYYY-MM-DD (status vetoed)")
     blocking: Bool = Field(description="true or false: whether the gate fails when the rule is crossed or at risk")
+    counts_teacher: Bool | None = Field(None, description="basis cumulative, over a registry's lineage: whether a "
+                                        "distilled model counts its teacher's training compute (default false)")
     obligations: _texts("obligation") = Field(default_factory=list, description="what follows when it applies")
     deadlines: Annotated[list[Deadline], BeforeValidator(lambda v: _list(v, "list of deadlines (mappings)"))] = Field(
         default_factory=list, description="a list of {what, within_days or within_hours, from}")

@@ -161,14 +161,16 @@ class ComputeAudit:
     a blocking threshold). ``resume_step``: the checkpoint step a restarted run resumes from (the
     ledger rolls back to it). ``progress_every``: steps between progress lines. ``signing_key``: an
     Ed25519 private key file (``auditor keys new``; default $AUDITOR_SIGNING_KEY) that signs the
-    ledger's head at every flush and the dossier; its path is never written down.
+    ledger's head at every flush and the dossier; its path is never written down. ``registry``: an
+    auditor.registry.RunRecorder that records the ledger's records as they are flushed.
     """
 
     def __init__(self, run_dir: str | Path | None = None, model: torch.nn.Module | None = None,
                  optimizer: Any = None, *, rules: list[str] | None = None,
                  on_exceed: str = "warn", resume_step: int | None = None, flush_every_steps: int = 100,
                  flush_every_seconds: float | None = 30.0, progress_every: int | None = None,
-                 name: str | None = None, preflight: dict | None = None, signing_key: str | Path | None = None):
+                 name: str | None = None, preflight: dict | None = None, signing_key: str | Path | None = None,
+                 registry=None):
         if on_exceed not in ("warn", "stop"):
             raise ValueError(f"on_exceed must be 'warn' or 'stop', got {on_exceed!r}")
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -204,6 +206,7 @@ class ComputeAudit:
         self._optimizer = optimizer
         self._signing_key = signing_key
         self._signer = None
+        self._registry = registry            # auditor.registry.RunRecorder: the ledger's on_flush (rank 0)
         self._join_config = None             # set by torch's Join when this audit is one of its joinables
         self._reset_run_state()
 
@@ -252,7 +255,8 @@ class ComputeAudit:
                 # a bad key, or one kept in the run folder, fails before the ledger opens
                 self._signer = signing_key_from(self._signing_key, not_in=self.run_dir)
                 cadence = {"flush_every_steps": self.flush_every_steps,
-                           "flush_every_seconds": self.flush_every_seconds, "signer": self._signer}
+                           "flush_every_seconds": self.flush_every_seconds, "signer": self._signer,
+                           "on_flush": self._registry}
                 if self.resume_step is not None:
                     # Always through resume: a missing ledger with resume_step > 0 is an error, not a
                     # silent fresh start that would drop the compute before the checkpoint.

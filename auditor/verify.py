@@ -37,6 +37,8 @@ class Findings:
     code: int = 0
     lines: list[tuple[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    dossier: dict | None = None          # the dossier verify read (None where there is none or it failed)
+    ledger: Any = None                   # the ledger's VerifyResult, where there is a ledger
 
     def say(self, line: str) -> None:
         self.lines.append(("out", line))
@@ -97,8 +99,10 @@ def verify_target(target: Path, trusted_keys=()) -> tuple[int, list[tuple[str, s
     return found.code, found.lines
 
 
-def check(target: Path, trusted_keys=()) -> Findings:
-    """verify_target's findings, with the problems listed apart."""
+def check(target: Path, trusted_keys=(), visit=None) -> Findings:
+    """verify_target's findings, with the problems listed apart. ``visit(record)``: called on each
+    valid ledger record in the same pass that verifies it (the registry reads a run this way, so
+    that what it records is what was verified, not a second read of files that may have changed)."""
     target, trusted, found = Path(target), list(trusted_keys), Findings()
     if not target.exists():
         return found.error(f"error: {printable(target)} does not exist")
@@ -130,12 +134,15 @@ def check(target: Path, trusted_keys=()) -> Findings:
             scan.want_signed = (pred["seq"], pred["head"])
     ledger_result = None
     if has_ledger:
-        code, line, ledger_result = check_ledger(ledger_file, scan.visit)
+        code, line, ledger_result = check_ledger(ledger_file, scan.visit if visit is None else
+                                                 lambda rec: (scan.visit(rec), visit(rec)))
+        found.ledger = ledger_result
         if code == 2:
             return found.error(line)
         (found.bad if code else found.say)(line)
         _check_ledger_signature(found, ledger_file, scan, envelope, opened, trusted, ledger_result)
     if data is not None:
+        found.dossier = data
         found.say(f"{dossier_file}: intact, seal {data['seal']['digest']}")
         _check_dossier_signature(found, dossier_file, data, trusted)
         if data.get("kind") == "tracked" or dossier.ledger_head(data):

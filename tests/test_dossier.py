@@ -1,8 +1,6 @@
 """Dossiers: sealed canonical JSON, verify catching every changed byte, inert hostile text,
 Markdown that renders as tables, and the HTML in a real browser."""
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ from auditor import dossier
 from auditor.cli import main
 from auditor.preflight import assess
 from auditor.render import dossier_html, dossier_markdown
+from browser import browse, needs_chromium
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -109,38 +108,18 @@ def test_report_formats(tmp_path):
     assert refused.exit_code == 2 and "tampered" in refused.stderr
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# CI installs Debian's chromium and sets this, so that the browser test cannot quietly skip there.
-REQUIRED = os.environ.get("AUDITOR_REQUIRE_BROWSER") == "1"
-
-
-@pytest.mark.skipif(CHROMIUM is None and not REQUIRED, reason="Debian's chromium is not installed (.ci/run installs it)")
+@needs_chromium
 def test_html_in_headless_chromium(tmp_path):
-    assert CHROMIUM, "AUDITOR_REQUIRE_BROWSER=1 but no chromium on PATH"
-    playwright = pytest.importorskip("playwright.sync_api")
     data = small_dossier(tmp_path, run=HOSTILE)
     page_file = tmp_path / "dossier.html"
     page_file.write_text(dossier_html(data))
-    console, requests, dialogs = [], [], []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1000, "height": 1400})
-        page.on("console", lambda m: console.append((m.type, m.text)))
-        page.on("pageerror", lambda e: console.append(("pageerror", str(e))))
-        page.on("request", lambda r: requests.append(r.url))
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.goto(page_file.as_uri())
-        page.wait_for_load_state("load")
-        text = page.inner_text("body")
-        banner = page.inner_text("#summary")
-        charts = page.locator("svg").count()
-        page.screenshot(path=str(tmp_path / "dossier.png"), full_page=True)
-        browser.close()
-    assert [c for c in console if c[0] in ("error", "pageerror")] == []
-    assert requests == [page_file.as_uri()]  # the page itself, nothing from the network
-    assert dialogs == []  # the hostile run name did not run
+    seen = browse(page_file, tmp_path, lambda page: (page.inner_text("body"), page.inner_text("#summary"),
+                                                      page.locator("svg").count()))
+    text, banner, charts = seen.read
+    assert seen.errors == []
+    assert seen.requests == [page_file.as_uri()]  # the page itself, nothing from the network
+    assert seen.dialogs == []  # the hostile run name did not run
     assert HOSTILE in text  # shown as text
     assert "4.2e25 FLOP" in banner and "Crosses example-lab-policy-budget" in banner
     assert charts >= 1 and "Rules" in text and "example-lab-policy-budget" in text
-    assert (tmp_path / "dossier.png").stat().st_size > 10_000
+    assert seen.screenshot.stat().st_size > 10_000
