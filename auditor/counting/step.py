@@ -10,6 +10,7 @@ from ..numbers import error_text
 from .metacache import MetaCache
 from .mode import CountingMode, MetaAnswers, module_paths
 from .moe import dense_expert_modules, prepare_for_meta, routed_on_meta
+from .recurrences import loops_on_meta
 from .result import StepCount
 
 
@@ -152,7 +153,7 @@ def count_step(model: torch.nn.Module, inputs: Any = None, *, shapes: Any = None
         return run_step(m, inputs, loss_fn=loss_fn, backward=backward, names=names, meta_cache=meta_cache)
 
     try:
-        with routed_on_meta(model, assumptions):
+        with routed_on_meta(model, assumptions), loops_on_meta(model, assumptions):
             result = count_with_repeats(model, run, assumptions, probe=lambda: probe_forward(model, inputs)) \
                 if repeated_blocks else run(model)
     except CountingError as exc:
