@@ -66,9 +66,23 @@ def _signature(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple:
                 tuple((k, _tensor_key(v)) for k, v in kwargs.items()))
     leaves, _ = tree_flatten((args, kwargs))
     shapes = tuple((tuple(t.shape), str(t.dtype), t.requires_grad, t.device.type) if isinstance(t, torch.Tensor)
-                   else (type(t).__name__, t if isinstance(t, (bool, int, float, str, type(None))) else None)
-                   for t in leaves)
+                   else (type(t).__name__, _opaque_state(t)) for t in leaves)
     return module.training, torch.is_grad_enabled(), shapes
+
+
+def _opaque_state(value: Any) -> Any:
+    """What an argument that is not a tensor tells of a call's work: a scalar as it is; a key-value
+    cache (Hugging Face's Cache, which torch's pytree does not open) by the positions each layer
+    holds, since attention over them grows with every decoding step; anything else nothing."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return value
+    positions = getattr(value, "get_seq_length", None)
+    if callable(positions):
+        try:
+            return tuple(positions(i) for i in range(len(value))) if hasattr(value, "__len__") else positions()
+        except Exception:  # not a cache after all: say nothing rather than fail the call
+            return None
+    return None
 
 
 @dataclass(frozen=True)

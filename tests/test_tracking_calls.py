@@ -308,3 +308,29 @@ def test_gpt2_chosen_and_rejected_equal_counting_every_op(checkpointing):
     assert run.total_flops == every_op.result.total == gpt2_closed_form([n for pair in GPT2_PAIRS for n in pair])
     assert run.recompute_flops == every_op.result.recompute
     assert (run.recompute_flops > 0) == checkpointing
+
+
+def test_generation_counts_each_decoding_step_over_its_growing_cache():
+    """generate() calls the model once per token with a key-value cache object, whose contents
+    torch's pytree does not open: the cache's positions must be part of the call's key, or every
+    decoding step is taken for the first (attention over 6 positions charged for 13)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    d, layers, vocab, prompt, new = 32, 2, 50, 5, 8
+    model = GPT2LMHeadModel(GPT2Config(n_embd=d, n_layer=layers, n_head=2, vocab_size=vocab, n_positions=64,
+                                       eos_token_id=0, bos_token_id=0)).eval()
+    ids = torch.randint(1, vocab, (1, prompt))
+    with ComputeAudit(model=model) as run:
+        model.generate(ids, max_new_tokens=new, do_sample=False, pad_token_id=0)
+    every_op = CountingMode(model)
+    with every_op:
+        model.generate(ids, max_new_tokens=new, do_sample=False, pad_token_id=0)
+    # Forward only: the prompt of 5 tokens, then 7 more calls of one token each over 6..12
+    # positions (the 8th token comes out of the 7th call). Per token and layer 2 x 12 d^2;
+    # attention 2 x 2 x (queries x positions) x d per layer; the head 2 d V once a call
+    # (generate asks for the last position's logits only).
+    calls = [(prompt, prompt)] + [(1, prompt + i) for i in range(1, new)]
+    closed = sum(2 * q * 12 * d * d * layers + layers * 2 * 2 * q * k * d + 2 * d * vocab for q, k in calls)
+    assert run.eval_flops == every_op.result.forward == closed
+    assert run.total_flops == 0
