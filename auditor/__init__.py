@@ -11,6 +11,6 @@ __all__ = ["audit", "ComputeAudit", "ComputeBudgetExceeded", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in ("audit", "ComputeAudit", "ComputeBudgetExceeded"):
-        from . import tracking
+        from auditor import tracking
         return getattr(tracking, name)
     raise AttributeError(f"module 'auditor' has no attribute {name!r}")

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .estimate import Estimate, two_significant
-from .methods.agreement import disagreements
-from .numbers import error_text, printable
+from auditor.estimate import Estimate, two_significant
+from auditor.methods.agreement import disagreements
+from auditor.text import error_text, printable
 
 PREFERENCE = ("counted", "analytic", "hardware")
 _COUNTED: dict[str, tuple] = {}  # cache key -> count_model's answer, for this process
@@ -100,7 +100,7 @@ def assess(config_path, *, rules=None, as_of=None, progress: Callable[[str], Non
     """Config file in, Preflight with verdicts out: what `auditor preflight` and `gate` run.
 
     ``rules``: ids or paths (relative to the working directory), or Rule objects already loaded.
-    ``trust`` (auditor.policy.Trust; default: the user's own config) says whether the config's
+    ``trust`` (auditor.inputs.policy.Trust; default: the user's own config) says whether the config's
     factory may be imported, where its files may be, and whether its ``rules:`` replace the
     default (every bundled rule, or ``rules``) or only add to it. Raises ConfigError,
     PreflightError or RuleError for bad input, each one line naming the file and the field.
@@ -108,9 +108,9 @@ def assess(config_path, *, rules=None, as_of=None, progress: Callable[[str], Non
     (auditor.registry.BaseCompute, from a model's recorded history); the note joins the assumptions
     of every verdict that uses it.
     """
-    from .config import load_run_config
-    from .policy import Trust
-    from .rules import as_of_day, evaluate
+    from auditor.inputs.policy import Trust
+    from auditor.inputs.run_config import load_run_config
+    from auditor.rules.verdicts import as_of_day, evaluate
 
     trust = trust or Trust()
     config = load_run_config(config_path, allow_paths=trust.allow_paths)
@@ -132,8 +132,8 @@ def choose_rules(config, rules, trust) -> list:
     the config's own ``rules:``: in their place (trust.config_rules 'replace', one's own config) or
     added to them ('add', the gate), where they may neither repeat the caller's ids nor shadow a
     bundled rule or rule set (a config's own copy of eu-ai-act.yaml with its threshold at 1e40)."""
-    from .rulefile import Rule, RuleError
-    from .rules import bundled_rules, load_rules
+    from auditor.rules.rule_file import Rule, RuleError
+    from auditor.rules.selection import bundled_rules, load_rules
 
     base = list(rules) if rules and all(isinstance(r, Rule) for r in rules) else \
         load_rules(list(rules)) if rules else None
@@ -167,7 +167,7 @@ def choose_rules(config, rules, trust) -> list:
 
 def trust_roots(config, trust) -> list[Path]:
     """The folders a config's files may be in: its repository and what the trust allows."""
-    from .config import allowed_roots
+    from auditor.inputs.run_config import allowed_roots
 
     folder = Path(config.source_path).parent if config.source_path else Path.cwd()
     return allowed_roots(folder, trust.allow_paths)
@@ -182,13 +182,14 @@ def build_model(config, hf_mapping: dict | None = None, *, max_modules: int | No
 
     ``hf_mapping``: the pathed hf_config's contents where the caller has read them already.
     ``max_modules``: the size cap (counting/limits.py). A factory is imported and called here:
-    callers that do not trust the config check first (auditor.policy.Trust)."""
+    callers that do not trust the config check first (auditor.inputs.policy.Trust)."""
     import torch
 
-    from .counting import CountingError
-    from .counting.hf import build_model as build_hf, load_config
-    from .counting.limits import ModelTooLarge, module_budget
-    from .numbers import error_text
+    from auditor.counting import CountingError
+    from auditor.counting.hf import build_model as build_hf
+    from auditor.counting.hf import load_config
+    from auditor.counting.limits import ModelTooLarge, module_budget
+    from auditor.text import error_text
 
     spec, where = config.model, _where(config)
     if spec.hf_config is not None:
@@ -228,8 +229,8 @@ def _cache_payload(config) -> dict | None:
         return None
     source = spec.hf_config
     if not isinstance(source, dict):
-        from .counting.limits import MAX_CONFIG_BYTES
-        from .safefiles import read_regular
+        from auditor.counting.limits import MAX_CONFIG_BYTES
+        from auditor.files import read_regular
 
         try:
             source = json.loads(read_regular(spec.hf_config_path, MAX_CONFIG_BYTES).decode("utf-8-sig"))
@@ -243,16 +244,16 @@ def _cache_payload(config) -> dict | None:
 
 def count_model(config, say: Callable[[str], None], trust=None):
     """(ModelInfo, StepCount, half-context total, why not counted) for the run's model."""
-    from .policy import Trust
+    from auditor.inputs.policy import Trust
 
     trust = trust or Trust()
     factory = config.model.factory
     if factory is not None and not trust.factory_allowed(factory):
         return None, None, None, (f"model.factory {factory!r} is not imported: the gate runs no code a config names "
                                   f"unless its own invocation allows it (--allow-factory or a policy file)")
-    from .counting import cache
-    from .counting.modelinfo import ModelInfo
-    from .counting.result import StepCount
+    from auditor.counting import cache
+    from auditor.counting.modelinfo import ModelInfo
+    from auditor.counting.result import StepCount
 
     payload = _cache_payload(config)
     key = cache.cache_key(payload) if payload else None
@@ -268,9 +269,9 @@ def count_model(config, say: Callable[[str], None], trust=None):
     _check_decoder_len(config, model)
     if model is None:
         return None, None, None, "the model is given as a bare parameter count"
-    from .counting import CountingError
-    from .counting.modelinfo import model_info
-    from .methods.counted import count_for_run
+    from auditor.counting import CountingError
+    from auditor.counting.modelinfo import model_info
+    from auditor.methods.counted import count_for_run
 
     info, seq_len = model_info(model), config.data.seq_len
     if seq_len is None:
@@ -294,7 +295,7 @@ def count_model(config, say: Callable[[str], None], trust=None):
 
 def _count_by_slices(hf_config: dict, seq_len: int, decoder_len: int | None):
     """count_for_run's answer for a model that fails on meta, from CPU slices (counting/slices.py)."""
-    from .counting.slices import count_hf_by_slices
+    from auditor.counting.slices import count_hf_by_slices
 
     step, half_total, said = count_hf_by_slices(hf_config, seq_len, decoder_len)
     step.assumptions.extend(said)
@@ -304,7 +305,7 @@ def _count_by_slices(hf_config: dict, seq_len: int, decoder_len: int | None):
 def _check_decoder_len(config, model) -> None:
     """data.decoder_len is for an encoder-decoder's decoder: refused for any other model, where it
     would be silently ignored."""
-    from .counting.hf import is_encoder_decoder
+    from auditor.counting.hf import is_encoder_decoder
 
     if config.data.decoder_len is not None and not is_encoder_decoder(getattr(model, "config", None)):
         raise PreflightError(f"{_where(config)}: data.decoder_len: got {config.data.decoder_len}; expected "
@@ -312,10 +313,10 @@ def _check_decoder_len(config, model) -> None:
 
 
 def run_preflight(config, *, progress: Callable[[str], None] | None = None, trust=None) -> Preflight:
-    from .methods.analytic import analytic_estimate
-    from .methods.counted import estimate_from_counts
-    from .methods.energy import energy_from_plan, no_energy_reason
-    from .methods.hardware import hardware_estimate
+    from auditor.methods.analytic import analytic_estimate
+    from auditor.methods.counted import estimate_from_counts
+    from auditor.methods.energy import energy_from_plan, no_energy_reason
+    from auditor.methods.hardware import hardware_estimate
 
     say = progress or (lambda message: None)
     where, tokens, seq_len = _where(config), config.total_tokens, config.data.seq_len

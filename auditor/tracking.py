@@ -26,7 +26,6 @@ import functools
 import sys
 import warnings
 import weakref
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +34,18 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_flatten
 
-from .counting.mode import CountingMode, module_paths
-from .counting.moe import dense_expert_modules
-from .counting.optimizer import elementwise_step
-from .counting.result import StepCount
-from .estimate import Estimate
-from .ranks import collective_device, max_across_ranks, rank, sum_across_ranks, world_size
+from auditor.counting.mode import CountingMode, module_paths
+from auditor.counting.moe import dense_expert_modules
+from auditor.counting.optimizer import elementwise_step
+from auditor.counting.result import StepCount
+from auditor.estimate import Estimate
+from auditor.ranks import (
+    collective_device,
+    max_across_ranks,
+    rank,
+    sum_across_ranks,
+    world_size,
+)
 
 _POSITIONS = 16  # calls per backward told apart by position; later ones share the last key
 _UNCOUNTED_BACKWARD = "tracker: a backward of a call first seen without one"
@@ -252,7 +257,8 @@ class ComputeAudit:
         self._started = True
         self._world = world_size()
         if self._rule_ids:
-            from .rules import evaluate, load_rules
+            from auditor.rules.selection import load_rules
+            from auditor.rules.verdicts import evaluate
             self.rules = load_rules(self._rule_ids)
             # The guard runs before every call: evaluating the rules there cost ~0.25 ms a step.
             # A run with no lineage meets each blocking rule in force at one whole-number
@@ -261,8 +267,8 @@ class ComputeAudit:
             self._limits = [(v.rule, v.threshold_flops, v.comparison) for v in evaluate(nothing, self.rules)
                             if v.blocking and v.status != "not_in_force"]
         if self.run_dir is not None:
-            from .ledger import Ledger
-            from .signing import signing_key_from
+            from auditor.record.ledger_writer import Ledger
+            from auditor.record.signing import signing_key_from
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.steps = self.resume_step or 0
             if rank() == 0:  # rank 0 writes the ledger; the others send their counts to it
@@ -798,9 +804,10 @@ class ComputeAudit:
 
     def _write_dossier(self) -> None:
         """RUN_DIR/dossier.json: the sealed summary, with the ledger's head and its cumulative series."""
-        from . import dossier
-        from .ledger import read_ledger
-        from .rules import evaluate, load_rules
+        from auditor.record import dossier
+        from auditor.record.ledger import read_ledger
+        from auditor.rules.selection import load_rules
+        from auditor.rules.verdicts import evaluate
 
         state = read_ledger(self.run_dir)
         estimate = self.estimate
@@ -849,13 +856,13 @@ class ComputeAudit:
 
     def _crossing(self, flops: int) -> str | None:
         """The blocking rules in force that a run of exactly ``flops`` crosses, by their comparison."""
-        from .rules import passes
+        from auditor.rules.verdicts import passes
 
         failing = [rule for rule, threshold, comparison in self._limits if passes(flops, threshold, comparison)]
         return ", ".join(failing) if failing else None
 
     def _nearest(self) -> str:
-        from .rules import passes
+        from auditor.rules.verdicts import passes
 
         flops = self.total_flops
         ahead = sorted((threshold, rule) for rule, threshold, comparison in self._limits

@@ -36,6 +36,7 @@ TIME_LIMIT_S = 60
 
 from architecture_configs import FAMILY, META_WORKAROUNDS, NOTES, OVERRIDES, SIZES, SKIP  # noqa: E402
 
+
 def _fields(cls) -> dict[str, object]:
     """Field name -> default of a (dataclass) config class."""
     if dataclasses.is_dataclass(cls):
@@ -180,6 +181,7 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 def measure(model_type: str) -> dict:
     """Everything the table reports about one model type (runs in a child process)."""
     import torch
+
     from auditor.counting.hf import build_model, count_hf, load_config
     from auditor.counting.modelinfo import model_info
     from auditor.counting.moe import is_moe
@@ -342,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=float, default=TIME_LIMIT_S, help="seconds per model")
     args = parser.parse_args(argv)
     import transformers  # noqa: F401 - imported once, before forking
+
     import auditor.counting.hf  # noqa: F401
 
     start = time.perf_counter()

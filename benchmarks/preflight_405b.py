@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_runs" / "llama-3.1-405b.yaml"
 PREFLIGHT = [sys.executable, "-m", "auditor", "preflight", str(SAMPLE), "--format", "json"]
 IMPORTS = "import torch, transformers.models.llama.modeling_llama"
-FLOOR = [sys.executable, "-c", f"from auditor.startup import tune_for_command_line as t; t(); {IMPORTS}"]
+FLOOR = [sys.executable, "-c", f"from auditor.cli.startup import tune_for_command_line as t; t(); {IMPORTS}"]
 FLOOR_DEFAULT_GC = [sys.executable, "-c", IMPORTS]
 
 

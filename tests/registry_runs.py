@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from auditor import dossier
-from auditor.ledger import FILENAME, ZERO, canonical, read_ledger, record_hash, verify_ledger
+from auditor.record import dossier
+from auditor.record.ledger import (
+    FILENAME,
+    ZERO,
+    canonical,
+    read_ledger,
+    record_hash,
+    verify_ledger,
+)
 
 E = 10 ** 24          # 1e24 FLOP
 

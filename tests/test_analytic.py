@@ -3,8 +3,14 @@ from fractions import Fraction
 
 import pytest
 
-from auditor.methods.analytic import (analytic_estimate, chinchilla_appendix_f, chinchilla_forward, kaplan, palm,
-                                      six_nd)
+from auditor.methods.analytic import (
+    analytic_estimate,
+    chinchilla_appendix_f,
+    chinchilla_forward,
+    kaplan,
+    palm,
+    six_nd,
+)
 
 
 def within(value: int, published: float, rel: float) -> bool:

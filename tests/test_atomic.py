@@ -4,9 +4,9 @@ import stat
 
 import pytest
 
-from auditor import dossier
-from auditor.atomic import write_atomic
 from auditor.counting import cache
+from auditor.files import write_atomic
+from auditor.record import dossier
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ outputs. Each is a bad input: exit 2, one line naming the file and the field, no
 import json
 import os
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

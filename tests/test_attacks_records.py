@@ -14,11 +14,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from auditor import ComputeAudit, dossier
+from auditor import ComputeAudit
 from auditor.cli import main
-from auditor.ledger import FILENAME, SIGNATURE_FILENAME, ZERO, canonical, record_hash
-from auditor.signing import LEDGER_PREDICATE, SigningKey, new_keypair, statement
-from auditor.verify import check
+from auditor.record import dossier
+from auditor.record.ledger import (
+    FILENAME,
+    SIGNATURE_FILENAME,
+    ZERO,
+    canonical,
+    record_hash,
+)
+from auditor.record.signing import LEDGER_PREDICATE, SigningKey, new_keypair, statement
+from auditor.record.verify import check
 
 PER_SAMPLE = 3 * (2 * 32 * 64 + 2 * 64 * 10) - 2 * 32 * 64
 TOTAL = 5 * 8 * PER_SAMPLE
@@ -149,7 +156,7 @@ def test_the_private_key_never_enters_the_run_folder(signed_run, keys):
 @pytest.mark.parametrize("name", [FILENAME, dossier.DOSSIER_NAME, SIGNATURE_FILENAME])
 def test_every_single_byte_change_of_a_signed_run_is_caught(signed_run, keys, tmp_path, name):
     run_dir = copy_of(signed_run, tmp_path)
-    trusted = [__import__("auditor.signing", fromlist=["TrustedKey"]).TrustedKey.load(keys["alice"][1])]
+    trusted = [__import__("auditor.record.signing", fromlist=["TrustedKey"]).TrustedKey.load(keys["alice"][1])]
     assert check(run_dir, trusted).code == 0
     path = run_dir / name
     original = path.read_bytes()

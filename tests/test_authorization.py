@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from auditor.authorization import AuthorizationError, beside, load, make
 from auditor.cli import main
-from auditor.signing import SigningKey, TrustedKey, canonical, new_keypair
+from auditor.record.authorization import AuthorizationError, beside, load, make
+from auditor.record.signing import SigningKey, TrustedKey, canonical, new_keypair
 
 PLAN = "run: plan-7b\nmodel: {parameters: 7e9}\ndata: {tokens: 1e15}\n"   # 6ND = 4.2e25, range 2.94e25..5.46e25
 

@@ -77,7 +77,7 @@ def test_demo_preflight_tracked_run_and_dossier(tmp_path):
     d, vocab, b, s, layers = 256, 8192, 4, 256, 4
     t = b * s
     fwd = layers * (2 * t * 12 * d * d + 2 * (2 * b * s * s * d)) + 2 * t * d * vocab
-    from auditor import dossier
+    from auditor.record import dossier
 
     sealed = dossier.load(tmp_path / "run")
     assert sealed["total_flops"] == 2 * 3 * fwd

@@ -19,11 +19,11 @@ from click.testing import CliRunner
 from junitparser import Error, Failure, JUnitXml, Skipped
 
 from auditor.cli import main
-from auditor.gate import Gate, GateResult, github_annotations
+from auditor.report.gate import Gate, GateResult, github_annotations
 
 if str(Path(__file__).resolve().parent) not in sys.path:      # pytest's importlib mode does not add it
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_rule_files import BAD_RULE_FILES, rule, rule_set, flow, write_case  # noqa: E402
+from test_rule_files import BAD_RULE_FILES, flow, rule, rule_set, write_case  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 AS_OF = "2026-06-01"          # EU, SB 53 and Korea in force; RAISE not yet; EO 14110, BIS, SB 1047 not in force

@@ -13,7 +13,12 @@ from auditor.cli import main
 
 if str(Path(__file__).resolve().parent) not in sys.path:      # pytest's importlib mode does not add it
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_config import BAD_CONFIGS, NEEDS_ACCELERATOR_TABLE, _have_accelerator_table, write_case  # noqa: E402
+from test_config import (  # noqa: E402
+    BAD_CONFIGS,
+    NEEDS_ACCELERATOR_TABLE,
+    _have_accelerator_table,
+    write_case,
+)
 
 D, FF, L, H, KV, V = 64, 128, 2, 4, 2, 100
 HD = D // H

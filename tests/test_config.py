@@ -12,15 +12,27 @@ problems with the file as a whole); fragment is a piece of the message.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from auditor.config import (ConfigError, RunConfig, load_run_config, parse_run_config, run_config_from_mapping,
-                            run_config_json_schema)
-from auditor.numbers import NumberError, parse_number, positive_count, positive_number
+from auditor.inputs.run_config import (
+    ConfigError,
+    RunConfig,
+    load_run_config,
+    parse_run_config,
+    run_config_from_mapping,
+    run_config_json_schema,
+)
+from auditor.inputs.values import (
+    NumberError,
+    parse_number,
+    positive_count,
+    positive_number,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DIR = "<directory>"      # a Files entry with this content is made as an empty directory
@@ -434,7 +446,7 @@ def test_json_schema_file_is_current():
     assert set(schema["properties"]) == {"run", "model", "data", "hardware", "lineage", "rules"}
     assert schema["required"] == ["run", "model", "data"] and schema["additionalProperties"] is False
     written = json.loads((REPO / "docs" / "config-schema.json").read_text())
-    assert written == schema, "regenerate: python -m auditor.config > docs/config-schema.json"
+    assert written == schema, "regenerate: python -m auditor.inputs.run_config > docs/config-schema.json"
 
 
 # ----- numbers

@@ -72,7 +72,7 @@ def _exact(rank, tmp):
 
 
 def _ledger(rank, tmp):
-    from auditor.ledger import read_ledger, verify_ledger
+    from auditor.record.ledger import read_ledger, verify_ledger
     from auditor.tracking import ComputeAudit
 
     model, opt = _mlp()
@@ -133,7 +133,7 @@ def _join(rank, tmp, give_audit=True):
     from torch.distributed.algorithms.join import Join
     from torch.nn.parallel import DistributedDataParallel
 
-    from auditor.ledger import read_ledger, verify_ledger
+    from auditor.record.ledger import read_ledger, verify_ledger
     from auditor.tracking import ComputeAudit
 
     model, opt = _mlp()
@@ -157,7 +157,7 @@ def _join(rank, tmp, give_audit=True):
 
 def _pairs(rank, tmp):
     """Two calls a step on each rank; sync() halfway makes the ledger's figure every rank's."""
-    from auditor.ledger import read_ledger
+    from auditor.record.ledger import read_ledger
     from auditor.tracking import ComputeAudit
 
     model, opt = _mlp()

@@ -3,14 +3,13 @@ Markdown that renders as tables, and the HTML in a real browser."""
 import json
 from pathlib import Path
 
-import pytest
+from browser import browse, needs_chromium
 from click.testing import CliRunner
 
-from auditor import dossier
 from auditor.cli import main
 from auditor.preflight import assess
-from auditor.render import dossier_html, dossier_markdown
-from browser import browse, needs_chromium
+from auditor.record import dossier
+from auditor.report.views import dossier_html, dossier_markdown
 
 HOSTILE = "<script>alert(1)</script>"
 

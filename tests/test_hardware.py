@@ -4,8 +4,15 @@ from fractions import Fraction
 import pytest
 
 from auditor.methods import hardware
-from auditor.methods.hardware import (Accelerator, UnknownAccelerator, accelerator_ids, accelerators, find_accelerator,
-                                      get_accelerator, hardware_estimate)
+from auditor.methods.hardware import (
+    Accelerator,
+    UnknownAccelerator,
+    accelerator_ids,
+    accelerators,
+    find_accelerator,
+    get_accelerator,
+    hardware_estimate,
+)
 
 H100_BF16 = 989_400_000_000_000
 

@@ -3,7 +3,13 @@ import pytest
 import torch
 
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
-from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+from transformers import (  # noqa: E402
+    GPT2Config,
+    GPT2LMHeadModel,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from auditor.counting import count_step  # noqa: E402
 from auditor.integrations.huggingface import AuditCallback  # noqa: E402
@@ -140,7 +146,7 @@ logs = [[h["step"], h.get("loss") is not None, h.get("eval_loss") is not None, h
         for h in trainer.state.log_history if "compute_flops" in h]
 ledger = None
 if dist.get_rank() == 0:
-    from auditor.ledger import verify_ledger
+    from auditor.record.ledger import verify_ledger
     ledger = verify_ledger({out!r} + "/run").total
 with open({out!r} + f"/rank{{dist.get_rank()}}.json", "w") as fh:
     json.dump({{"world": dist.get_world_size(), "total": a.total_flops, "eval": a.eval_flops, "steps": a.steps,
@@ -182,7 +188,7 @@ class LedgerAtSave(TrainerCallback):
         self.run_dir, self.seen = run_dir, []
 
     def on_save(self, args, state, control, **kwargs):
-        from auditor.ledger import read_ledger
+        from auditor.record.ledger import read_ledger
 
         self.seen.append((state.global_step, read_ledger(self.run_dir).step))
 

@@ -137,7 +137,7 @@ class SaveEachEpoch(pl.Callback):
         path = self.folder / f"epoch{trainer.current_epoch}.ckpt"
         trainer.save_checkpoint(path)
         self.paths.append(path)
-        from auditor.ledger import verify_ledger
+        from auditor.record.ledger import verify_ledger
         self.ledger_steps.append(verify_ledger(self.run_dir).step)
 
 
@@ -152,7 +152,7 @@ class LateRestore(pl.strategies.SingleDeviceStrategy):
 @pytest.mark.parametrize("late, strip", [(False, False), (True, False), (False, True)],
                          ids=["restore-before-fit-start", "restore-after-setup", "no-callback-state"])
 def test_fit_from_a_checkpoint_resumes_the_ledger_at_its_step(tmp_path, late, strip):
-    from auditor.ledger import verify_ledger
+    from auditor.record.ledger import verify_ledger
 
     run_dir = tmp_path / "run"
     saver = SaveEachEpoch(tmp_path, run_dir)
@@ -180,7 +180,7 @@ def test_fit_from_a_checkpoint_resumes_the_ledger_at_its_step(tmp_path, late, st
 
 
 def test_a_second_fit_goes_on_with_the_same_ledger(tmp_path):
-    from auditor.ledger import verify_ledger
+    from auditor.record.ledger import verify_ledger
 
     run_dir = tmp_path / "run"
     cb = AuditCallback(run_dir=run_dir, flush_every_steps=1)
@@ -246,7 +246,7 @@ trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy="ddp",
 trainer.fit(TwoLayers(), *loaders())
 ledger = None
 if trainer.is_global_zero:
-    from auditor.ledger import verify_ledger
+    from auditor.record.ledger import verify_ledger
     ledger = verify_ledger({out!r} + "/run").total
 with open({out!r} + f"/rank{{trainer.global_rank}}.json", "w") as fh:
     json.dump({{"world": trainer.world_size, "total": cb.audit.total_flops, "eval": cb.audit.eval_flops,

@@ -10,8 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from auditor.ledger import (FILENAME, ZERO, Ledger, LedgerError, read_ledger, record_hash, verify_ledger,
-                            verify_run)
+from auditor.record.ledger import (
+    FILENAME,
+    ZERO,
+    LedgerError,
+    read_ledger,
+    record_hash,
+    verify_ledger,
+    verify_run,
+)
+from auditor.record.ledger_writer import Ledger
 
 
 def make(run_dir, steps=3, close=True, **kw) -> Path:
@@ -315,7 +323,7 @@ def test_cadence_seconds_and_default(tmp_path):
 
 def test_buffered_records_are_written_at_exit(tmp_path):
     src = Path(__file__).resolve().parents[1]
-    code = ("import sys; sys.path.insert(0, sys.argv[2]); from auditor.ledger import Ledger\n"
+    code = ("import sys; sys.path.insert(0, sys.argv[2]); from auditor.record.ledger_writer import Ledger\n"
             "led = Ledger(sys.argv[1], flush_every_steps=1000)\n"
             "for s in range(1, 6): led.append(s, 10)\n")
     subprocess.run([sys.executable, "-c", code, str(tmp_path), str(src)], check=True)

@@ -82,7 +82,7 @@ def test_gemma4_preflights_although_its_config_refuses_global_per_layer_reads(tm
     setting such as head_dim is read globally; preflight must neither crash nor guess."""
     import json
 
-    from auditor.config import load_run_config
+    from auditor.inputs.run_config import load_run_config
     from auditor.preflight import run_preflight
 
     (tmp_path / "g4.json").write_text(json.dumps(GEMMA4))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from auditor.config import load_run_config
+from auditor.inputs.run_config import load_run_config
 from auditor.preflight import run_preflight
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_pathed_hf_config_is_read_once_and_counted_as_inline(tmp_path, monkeypat
 
     hf = tmp_path / "config.json"
     hf.write_text(json.dumps(yaml.safe_load(TINY)))
-    from auditor import safefiles
+    from auditor import files as safefiles
     from auditor.counting import hf as hf_module
 
     reads = []
@@ -226,8 +226,9 @@ def within(value: int, target: float, rel: float) -> bool:
 
 def sample_hf_config(name: str):
     """The sample's model config as transformers fills it in (its defaults for keys the sample leaves out)."""
-    from transformers import CONFIG_MAPPING
     import json
+
+    from transformers import CONFIG_MAPPING
 
     text = (SAMPLES / name).read_text()
     spec = yaml.safe_load(text)["model"]["hf_config"]

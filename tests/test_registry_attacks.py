@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
-
-from auditor.cli import main
-from auditor.ledger import FILENAME
 from registry_runs import E, at, daily, registry_url, write_run  # noqa: F401  (a fixture)
 from test_attacks_records import TOTAL, forge, keys, rechain, signed_run, train  # noqa: F401  (fixtures)
+
+from auditor.cli import main
+from auditor.record.ledger import FILENAME
 
 
 def invoke(*args, env=None):

@@ -5,12 +5,11 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from click.testing import CliRunner
+from registry_runs import E, at, daily, registry_url, write_run  # noqa: F401  (a fixture)
 
 from auditor.cli import main
-from registry_runs import E, at, daily, registry_url, write_run  # noqa: F401  (a fixture)
 
 WORKERS, OWN_RUNS = 8, 3
 WORKER = """
@@ -52,9 +51,10 @@ def test_eight_processes_adding_runs_at_once_record_each_run_once(registry_url, 
                                                   registry_url]).stdout)["models"]
     assert len(models) == WORKERS + 1                                         # each model made once
     assert sum(m["cumulative_flops"] for m in models) == sum(expected.values())
-    from auditor.registry.store import Registry
     import sqlalchemy as sa
+
     from auditor.registry.schema import Point
+    from auditor.registry.store import Registry
     with Registry(registry_url).engine.connect() as conn:     # every record of every run: start, intervals, close
         points = conn.execute(sa.select(sa.func.count()).select_from(Point)).scalar()
     assert points == (7 + 2) + sum(4 + r + 2 for _ in range(WORKERS) for r in range(OWN_RUNS))

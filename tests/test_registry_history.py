@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from registry_runs import E, at, daily, registry_url, three_stages, write_run  # noqa: F401  (a fixture)
 
 from auditor.cli import main
 from auditor.registry.engine import SCHEMA_HEAD
-from registry_runs import E, at, daily, registry_url, three_stages, write_run  # noqa: F401  (a fixture)
 
 SB53, KOREA, EU = "us-ca-sb53-frontier-model", "kr-ai-basic-act-high-performance", "eu-ai-act-systemic-risk"
 LAB_RULE = """
@@ -231,9 +231,9 @@ def test_a_count_above_2_63_round_trips_exactly(registry_url, tmp_path):
 def test_the_migrated_schema_is_the_models_metadata(registry_url):
     import sqlalchemy as sa
     from alembic.autogenerate import compare_metadata
+    from alembic.config import Config
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
-    from alembic.config import Config
 
     from auditor.registry.schema import Base
     from auditor.registry.store import Registry
@@ -305,7 +305,7 @@ def test_where_the_registry_is_by_default(tmp_path, monkeypatch):
 
 
 def test_a_preflight_dossier_is_a_plan_and_a_runless_merge_adds_its_parents(registry_url, tmp_path):
-    from auditor import dossier
+    from auditor.record import dossier
 
     plan = {"run": "big-plan", "total_flops": 2 * E, "low": E, "high": 3 * E, "estimates": [], "verdicts": []}
     folder = tmp_path / "planned"

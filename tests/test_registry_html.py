@@ -3,11 +3,11 @@ page itself), no script (a model named <script>alert(1)</script> is text), no co
 the figures a reviewer needs: each model's verdicts, crossing dates and deadlines."""
 import re
 
+from browser import browse, needs_chromium
 from click.testing import CliRunner
+from registry_runs import E, at, daily, three_stages, write_run
 
 from auditor.cli import main
-from registry_runs import E, at, daily, three_stages, write_run
-from browser import browse, needs_chromium
 
 HOSTILE = "<script>alert(1)</script>"
 

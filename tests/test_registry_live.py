@@ -4,16 +4,15 @@ recorded compute."""
 import json
 import warnings
 
-import pytest
 import torch
 from click.testing import CliRunner
+from registry_runs import E, at, daily, registry_url, three_stages, write_run  # noqa: F401  (a fixture)
+from test_attacks_records import TOTAL
 
 from auditor import ComputeAudit
 from auditor.cli import main
-from auditor.ledger import read_ledger
+from auditor.record.ledger import read_ledger
 from auditor.registry.live import LIVE, RunRecorder
-from registry_runs import E, at, daily, registry_url, three_stages, write_run  # noqa: F401  (a fixture)
-from test_attacks_records import TOTAL
 
 SB53 = "us-ca-sb53-frontier-model"
 
@@ -118,7 +117,7 @@ def test_gate_with_a_registry_that_cannot_be_opened_is_bad_input(tmp_path):
 
 
 def test_live_recording_follows_a_resume_that_rolls_records_back(registry_url, tmp_path):
-    from auditor.ledger import Ledger
+    from auditor.record.ledger_writer import Ledger
 
     run_dir = tmp_path / "run"
     led = Ledger(run_dir, on_flush=RunRecorder(registry_url, model="m", stage="rl"))
@@ -136,9 +135,10 @@ def test_live_recording_follows_a_resume_that_rolls_records_back(registry_url, t
     # training 600 and the rollouts of the 6 steps that count (the rolled-back two's are gone): 60
     assert (run["training_flops"], run["rollout_flops"], run["counted_flops"]) == (600, 60, 660)
     assert run["ledger_head"] == state.head and run["closed"]
+    import sqlalchemy as sa
+
     from auditor.registry.schema import Point
     from auditor.registry.store import Registry
-    import sqlalchemy as sa
     with Registry(registry_url).engine.connect() as conn:
         seqs = conn.execute(sa.select(Point.seq, Point.counted).order_by(Point.seq)).all()
     assert [s for s, _ in seqs] == [r["seq"] for r in state.records]

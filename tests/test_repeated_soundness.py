@@ -145,7 +145,10 @@ def test_the_shortcut_is_still_used_where_it_is_proven():
 def test_routed_blocks_on_a_real_device_are_not_extrapolated():
     """Switch Transformers drop tokens past an expert's capacity: each block's routing differs,
     so on the CPU every block is counted as it ran, equal to the full count on the same data."""
-    from transformers import SwitchTransformersConfig, SwitchTransformersForConditionalGeneration
+    from transformers import (
+        SwitchTransformersConfig,
+        SwitchTransformersForConditionalGeneration,
+    )
 
     config = SwitchTransformersConfig(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=4, num_decoder_layers=4,
                                       num_sparse_encoder_layers=2, num_sparse_decoder_layers=2, num_experts=4,

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from auditor import dossier
 from auditor.cli import main
 from auditor.methods.energy import energy_from_plan
 from auditor.methods.hardware import find_accelerator
-from auditor.render import _fold_repeats, dossier_html, headline, natural_key
+from auditor.record import dossier
+from auditor.report.breakdown import _fold_repeats, natural_key
+from auditor.report.headline import headline
+from auditor.report.views import dossier_html
 
 AS_OF = "2026-06-01"
 
@@ -80,7 +82,7 @@ def test_a_plans_json_is_a_sealed_record_that_verify_accepts_and_one_byte_breaks
 
 
 def test_a_signed_plan_verifies_with_its_key(tmp_path):
-    from auditor.signing import new_keypair
+    from auditor.record.signing import new_keypair
 
     key, pub = new_keypair(tmp_path / "reviewer")
     result = invoke("preflight", write(tmp_path, AT_RISK), "--format", "json", "--signing-key", key)

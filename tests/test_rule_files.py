@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from auditor.rulefile import RuleError, rule_file_json_schema, validate_rule_file
-from auditor.rules import load_rules
+from auditor.rules.rule_file import RuleError, rule_file_json_schema, validate_rule_file
+from auditor.rules.selection import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
 CITATION = "{text: 'Art. 1', url: 'https://example.org/a'}"
@@ -241,4 +241,4 @@ def test_json_schema_file_is_current():
     assert schema["$defs"]["Rule"]["additionalProperties"] is False
     assert "from" in schema["$defs"]["Deadline"]["properties"]
     written = json.loads((REPO / "docs" / "rule-schema.json").read_text())
-    assert written == schema, "regenerate: python -m auditor.rulefile > docs/rule-schema.json"
+    assert written == schema, "regenerate: python -m auditor.rules.rule_file > docs/rule-schema.json"

@@ -11,8 +11,9 @@ import pytest
 
 from auditor.estimate import Estimate, band
 from auditor.preflight import Preflight
-from auditor.rules import (RuleError, Verdict, bundled_rules, evaluate, evaluate_rule, gate_failures, load_rules, sci,
-                           validate_rule_file)
+from auditor.rules.rule_file import RuleError, validate_rule_file
+from auditor.rules.selection import bundled_rules, load_rules
+from auditor.rules.verdicts import Verdict, evaluate, evaluate_rule, gate_failures, sci
 
 REPO = Path(__file__).resolve().parents[1]
 AS_OF = date(2026, 3, 1)

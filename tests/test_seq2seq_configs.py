@@ -19,7 +19,11 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSpeechSeq2Seq
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSpeechSeq2Seq,
+)
 from transformers.models.auto import modeling_auto
 
 from auditor.cli import main

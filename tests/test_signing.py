@@ -13,8 +13,13 @@ from cryptography.hazmat.primitives import serialization
 
 from auditor import ComputeAudit
 from auditor.cli import main
-from auditor.ledger import FILENAME, SIGNATURE_FILENAME, read_ledger
-from auditor.signing import PAYLOAD_TYPE, STATEMENT_TYPE, SigningError, new_keypair
+from auditor.record.ledger import FILENAME, SIGNATURE_FILENAME, read_ledger
+from auditor.record.signing import (
+    PAYLOAD_TYPE,
+    STATEMENT_TYPE,
+    SigningError,
+    new_keypair,
+)
 
 
 def invoke(*args, env=None):

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
-from auditor.startup import THRESHOLDS
+from auditor.cli.startup import THRESHOLDS
 
 
 def _python(code: str) -> str:
@@ -31,7 +31,7 @@ def test_tuning_sets_thresholds_and_freezes_the_heap_before_shutdown():
     out = _python(
         "import atexit, gc\n"
         "atexit.register(lambda: print(gc.get_threshold(), gc.get_freeze_count() > 1000))\n"
-        "from auditor.startup import tune_for_command_line\n"
+        "from auditor.cli.startup import tune_for_command_line\n"
         "tune_for_command_line()\n"
         "print(gc.get_freeze_count())\n")
     assert out.split("\n")[:2] == ["0", f"{THRESHOLDS} True"]

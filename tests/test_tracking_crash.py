@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from auditor.ledger import read_ledger, verify_ledger
+from auditor.record.ledger import read_ledger, verify_ledger
 
 STEPS, EVERY = 300, 5
 CHILD = r"""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .result import StepCount
+from auditor.counting.result import StepCount
 
 _LAZY = {"REGISTRY": "formulas", "formula": "formulas", "lookup": "formulas", "optimizer_flops": "optimizer",
          "CountingError": "step", "count_step": "step"}

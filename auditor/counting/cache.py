@@ -30,9 +30,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomic
-from ..resources import installed_version
-from ..safefiles import read_regular
+from auditor.files import read_regular, write_atomic
+from auditor.resources import installed_version
 
 SCHEMA = 2  # bump when what a count means changes without the code changing (a convention)
 MAX_ENTRY_BYTES = 50_000_000
@@ -68,7 +67,7 @@ def fingerprint() -> str:
 
 
 def cache_key(payload: dict[str, Any]) -> str:
-    from .. import __version__
+    from auditor import __version__
 
     versions = {"schema": SCHEMA, "auditor": __version__, "code": fingerprint(),
                 "torch": installed_version("torch"), "transformers": installed_version("transformers")}

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from .classify import is_compute_class
-from .step import count_step
+from auditor.counting.classify import is_compute_class
+from auditor.counting.step import count_step
 
 # fvcore's default handlers (by the name they report) -> the family of ops we compare them in.
 FVCORE_FAMILY = {"linear": "matmul", "addmm": "matmul", "matmul": "matmul", "mm": "matmul",

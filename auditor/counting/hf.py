@@ -13,11 +13,16 @@ from typing import Any
 
 import torch
 
-from ..numbers import error_text
-from ..safefiles import FileRefused, describe, read_regular
-from .limits import MAX_CONFIG_BYTES, ModelTooLarge, check_layer_counts, module_budget
-from .result import StepCount
-from .step import CountingError, count_step
+from auditor.counting.limits import (
+    MAX_CONFIG_BYTES,
+    ModelTooLarge,
+    check_layer_counts,
+    module_budget,
+)
+from auditor.counting.result import StepCount
+from auditor.counting.step import CountingError, count_step
+from auditor.files import FileRefused, describe, read_regular
+from auditor.text import error_text
 
 
 def read_config_json(path: str | Path, where: str) -> Any:
@@ -75,7 +80,12 @@ def model_class(config):
     less). Any other config builds its causal LM, else its sequence-to-sequence LM, else the
     bare model. An encoder-decoder whose only LM class is that decoder (musicgen) is refused.
     """
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSpeechSeq2Seq
+    from transformers import (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSpeechSeq2Seq,
+    )
 
     def has(auto) -> bool:
         return type(config) in auto._model_mapping

@@ -57,8 +57,10 @@ def module_budget(max_modules: int | None) -> Iterator[None]:
     """Count the submodules and parameters registered while the block runs (torch's global
     registration hooks see every ``add_module`` and ``register_parameter``, in any model code),
     and raise ModelTooLarge past ``max_modules``. None: DEFAULT_MAX_MODULES."""
-    from torch.nn.modules.module import (register_module_module_registration_hook,
-                                         register_module_parameter_registration_hook)
+    from torch.nn.modules.module import (
+        register_module_module_registration_hook,
+        register_module_parameter_registration_hook,
+    )
 
     cap = DEFAULT_MAX_MODULES if max_modules is None else max_modules
     seen = [0]

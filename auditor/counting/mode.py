@@ -13,16 +13,25 @@ from __future__ import annotations
 import weakref
 
 import torch
+from torch.nn.modules.module import (
+    register_module_forward_hook,
+    register_module_forward_pre_hook,
+)
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._pytree import tree_flatten
 
-from .classify import is_compute_class
-from .formulas import SPARSE, Split, bind_names, lookup, op_name, shadowed_torch_formulas
-from .formulas.sparse import DENSE_LAYOUTS, stored_elements
-from .result import Key, StepCount
-
-from .metacache import MetaCache
+from auditor.counting.classify import is_compute_class
+from auditor.counting.formulas import (
+    SPARSE,
+    Split,
+    bind_names,
+    lookup,
+    op_name,
+    shadowed_torch_formulas,
+)
+from auditor.counting.formulas.sparse import DENSE_LAYOUTS, stored_elements
+from auditor.counting.metacache import MetaCache
+from auditor.counting.result import Key, StepCount
 
 aten = torch.ops.aten
 

@@ -45,7 +45,7 @@ def dense_expert_modules(model: torch.nn.Module, names: dict[torch.nn.Module, st
 def is_moe(model: torch.nn.Module) -> bool:
     """The config names routed experts and the model holds their weights (a config may carry
     expert settings with the MoE block switched off: Gemma 4, Doge)."""
-    from .modelinfo import expert_settings, routed_parameters
+    from auditor.counting.modelinfo import expert_settings, routed_parameters
 
     experts, _ = expert_settings(model)
     return bool(experts) and bool(routed_parameters(model, experts))

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils._pytree import tree_flatten
 
-from .result import StepCount
-from ..numbers import error_text
+from auditor.counting.result import StepCount
+from auditor.text import error_text
 
 # Attributes that number a block rather than configure it.
 _INDEX_ATTRS = {"layer_idx", "layer_id", "layer_index", "layer_number", "layer_num", "block_idx", "idx", "index"}

@@ -23,8 +23,8 @@ import math
 from collections import Counter
 from typing import Any
 
-from .limits import LAYER_FIELDS
-from .result import StepCount
+from auditor.counting.limits import LAYER_FIELDS
+from auditor.counting.result import StepCount
 
 MAX_SLICE_FLOPS = 4 * 10 ** 12    # real arithmetic for all slices together: about a minute on 2 cores
 MAX_SLICE_BYTES = 12 * 2 ** 30    # fp32 weights and gradients of the largest slice, and a quarter more
@@ -165,7 +165,7 @@ def count_hf_by_slices(config: dict[str, Any], seq_len: int, decoder_len: int | 
     (0 where the length is odd), assumptions). SliceRefused where it cannot be trusted or afforded."""
     import torch
 
-    from .hf import build_model, count_hf, load_config
+    from auditor.counting.hf import build_model, count_hf, load_config
 
     counts = sliceable_depths(config)
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import torch
 
-from ..numbers import error_text
-from .metacache import MetaCache
-from .mode import CountingMode, MetaAnswers, module_paths
-from .moe import dense_expert_modules, prepare_for_meta, routed_on_meta
-from .recurrences import loops_on_meta
-from .result import StepCount
+from auditor.counting.metacache import MetaCache
+from auditor.counting.mode import CountingMode, MetaAnswers, module_paths
+from auditor.counting.moe import dense_expert_modules, prepare_for_meta, routed_on_meta
+from auditor.counting.recurrences import loops_on_meta
+from auditor.counting.result import StepCount
+from auditor.text import error_text
 
 
 class CountingError(Exception):
@@ -134,7 +134,7 @@ def count_step(model: torch.nn.Module, inputs: Any = None, *, shapes: Any = None
     ``repeated_blocks`` identical blocks of a ModuleList are counted once and multiplied:
     see ``repeated.py`` for when that applies and how it stays exact.
     """
-    from .repeated import count_with_repeats
+    from auditor.counting.repeated import count_with_repeats
 
     label = name or type(model).__name__
     if (inputs is None) == (shapes is None):

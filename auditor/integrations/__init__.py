@@ -72,7 +72,7 @@ class AuditOptions:
     def _start_audit(self, model, checkpoint_step: int | None = None) -> None:
         """A fresh ComputeAudit on ``model``, started. A run restored from a checkpoint (its
         ``checkpoint_step``) resumes the ledger there, unless ``resume_step`` was given."""
-        from ..tracking import ComputeAudit
+        from auditor.tracking import ComputeAudit
 
         options = dict(self.options)
         if self.run_dir is not None and checkpoint_step and "resume_step" not in options:

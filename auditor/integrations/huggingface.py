@@ -24,7 +24,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from . import AuditOptions, warn_if_nothing_seen
+from auditor.integrations import AuditOptions, warn_if_nothing_seen
 
 __all__ = ["AuditCallback"]
 

@@ -35,7 +35,7 @@ try:
 except ImportError:  # the older package name
     from pytorch_lightning import Callback
 
-from . import AuditOptions, warn_if_nothing_seen
+from auditor.integrations import AuditOptions, warn_if_nothing_seen
 
 __all__ = ["AuditCallback"]
 

@@ -12,9 +12,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from .analytic import analytic_estimate, chinchilla_appendix_f, chinchilla_forward, kaplan, palm, six_nd
-from .hardware import (Accelerator, UnknownAccelerator, accelerator_ids, find_accelerator, get_accelerator,
-                       hardware_estimate)
+from auditor.methods.analytic import (
+    analytic_estimate,
+    chinchilla_appendix_f,
+    chinchilla_forward,
+    kaplan,
+    palm,
+    six_nd,
+)
+from auditor.methods.hardware import (
+    Accelerator,
+    UnknownAccelerator,
+    accelerator_ids,
+    find_accelerator,
+    get_accelerator,
+    hardware_estimate,
+)
 
 __all__ = ["analytic_estimate", "six_nd", "kaplan", "palm", "chinchilla_forward", "chinchilla_appendix_f",
            "hardware_estimate", "Accelerator", "UnknownAccelerator", "accelerator_ids", "find_accelerator",
@@ -23,6 +36,6 @@ __all__ = ["analytic_estimate", "six_nd", "kaplan", "palm", "chinchilla_forward"
 
 def __getattr__(name: str) -> Any:
     if name == "counted_estimate":  # keeps `import auditor.methods` free of torch
-        from .counted import counted_estimate
+        from auditor.methods.counted import counted_estimate
         return counted_estimate
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

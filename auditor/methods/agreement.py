@@ -10,7 +10,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from ..estimate import Estimate, two_significant
+from auditor.estimate import Estimate, two_significant
 
 TOLERANCE = Fraction(13, 10)      # the EU's 30 %
 

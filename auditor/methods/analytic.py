@@ -19,8 +19,9 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from ..estimate import Estimate, band as _band
-from ..numbers import positive_count
+from auditor.estimate import Estimate
+from auditor.estimate import band as _band
+from auditor.inputs.values import positive_count
 
 __all__ = ["six_nd", "kaplan", "palm", "chinchilla_forward", "chinchilla_appendix_f", "analytic_estimate"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from ..counting.result import StepCount
-from ..estimate import Estimate
+from auditor.counting.result import StepCount
+from auditor.estimate import Estimate
 
 ELEMENTWISE_ALLOWANCE = Fraction(5, 100)
 
@@ -24,7 +24,7 @@ ELEMENTWISE_ALLOWANCE = Fraction(5, 100)
 def _sequence_inputs(model, seq_len: int, decoder_len: int | None):
     import torch
 
-    from ..counting.hf import example_inputs
+    from auditor.counting.hf import example_inputs
 
     if getattr(model, "config", None) is not None:
         return example_inputs(model, 1, seq_len, decoder_len)
@@ -38,8 +38,8 @@ def _sequence_inputs(model, seq_len: int, decoder_len: int | None):
 def count_sequence(model, seq_len: int, decoder_len: int | None = None) -> StepCount:
     """One training step over one sequence; every call builds fresh inputs. A Hugging Face
     model's count names its class and the lengths its stacks ran at (counting/hf.py)."""
-    from ..counting import count_step
-    from ..counting.hf import is_transformers_model, name_model
+    from auditor.counting import count_step
+    from auditor.counting.hf import is_transformers_model, name_model
 
     inputs = _sequence_inputs(model, seq_len, decoder_len)
     step = count_step(model, inputs, tokens=seq_len)

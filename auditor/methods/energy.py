@@ -26,7 +26,7 @@ METHOD = "accelerator rated power x count x hours (estimated from the hardware p
 
 def energy_from_plan(accelerator: str, count: int, hours: Fraction) -> dict[str, Any] | None:
     """The plan's energy, or None when the accelerator table has no power for the chip."""
-    from .hardware import get_accelerator
+    from auditor.methods.hardware import get_accelerator
 
     acc = get_accelerator(accelerator)
     if acc.power_w is None:
@@ -49,7 +49,7 @@ def energy_from_plan(accelerator: str, count: int, hours: Fraction) -> dict[str,
 
 
 def no_energy_reason(accelerator: str) -> str:
-    from .hardware import get_accelerator
+    from auditor.methods.hardware import get_accelerator
 
     acc = get_accelerator(accelerator)
     return f"the accelerator table has no confirmed rated power for {acc.name}, so no energy is estimated"

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from ..estimate import Estimate
-from ..numbers import parse_number, positive_count, positive_number
+from auditor.estimate import Estimate
+from auditor.inputs.values import parse_number, positive_count, positive_number
 
 __all__ = ["Accelerator", "UnknownAccelerator", "accelerator_ids", "accelerators", "find_accelerator",
            "get_accelerator", "normalize_name", "hardware_estimate", "PRECISIONS"]

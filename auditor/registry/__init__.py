@@ -12,15 +12,15 @@ SQLAlchemy is imported only when a registry is opened.
 """
 from __future__ import annotations
 
-from .engine import RegistryError  # noqa: F401  (standard library and SQLAlchemy only)
-from .schema import STAGES  # noqa: F401
+from auditor.registry.engine import RegistryError  # noqa: F401  (standard library and SQLAlchemy only)
+from auditor.registry.schema import STAGES  # noqa: F401
 
 
 def __getattr__(name: str):
     if name == "Registry":
-        from .store import Registry
+        from auditor.registry.store import Registry
         return Registry
     if name == "RunRecorder":
-        from .live import RunRecorder
+        from auditor.registry.live import RunRecorder
         return RunRecorder
     raise AttributeError(name)

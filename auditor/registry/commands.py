@@ -24,15 +24,15 @@ AS_OF_OPTION = click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y
 
 
 def _stop(exc) -> None:
-    from ..numbers import printable
+    from auditor.text import printable
 
     click.echo("error: " + printable(" ".join(str(exc).split())), err=True)
     sys.exit(getattr(exc, "code", 2))
 
 
 def _open(url: str | None):
-    from .engine import RegistryError
-    from .store import Registry
+    from auditor.registry.engine import RegistryError
+    from auditor.registry.store import Registry
 
     try:
         return Registry(url)
@@ -51,14 +51,14 @@ def _day(as_of):
 
 
 def _graph(registry, as_of):
-    from .status import end_of
+    from auditor.registry.status import end_of
 
     return registry.graph(end_of(as_of.date()) if as_of else None)
 
 
 def _rules(rules):
-    from ..rulefile import RuleError
-    from ..rules import load_rules
+    from auditor.rules.rule_file import RuleError
+    from auditor.rules.selection import load_rules
 
     try:
         return load_rules(list(rules) or None)
@@ -68,7 +68,7 @@ def _rules(rules):
 
 def trusted_keys_from(paths) -> list:
     """--trusted-key files, else $AUDITOR_TRUSTED_KEYS (paths separated by the OS's path separator)."""
-    from ..signing import SigningError, TrustedKey
+    from auditor.record.signing import SigningError, TrustedKey
 
     given = list(paths) or [p for p in os.environ.get("AUDITOR_TRUSTED_KEYS", "").split(os.pathsep) if p]
     try:
@@ -85,8 +85,8 @@ def _guarded(fn):
     def run(*args, **kwargs):
         import sqlalchemy as sa
 
-        from .engine import RegistryError
-        from .location import resolve_url, shown
+        from auditor.registry.engine import RegistryError
+        from auditor.registry.location import resolve_url, shown
 
         try:
             return fn(*args, **kwargs)
@@ -172,7 +172,7 @@ def link(model: str, parent: str, relation: str, developer, weight, registry_url
 @_guarded
 def models(fmt, as_of, registry_url) -> None:
     """Every model: its runs, its own and cumulative compute, and where it comes from."""
-    from .views import models_dict, models_text
+    from auditor.registry.views import models_dict, models_text
 
     _echo(models_dict(_graph(_open(registry_url), as_of)), fmt, models_text)
 
@@ -185,7 +185,7 @@ def models(fmt, as_of, registry_url) -> None:
 @_guarded
 def runs(model, fmt, as_of, registry_url) -> None:
     """Every run and plan: model, stage, compute, times, and how it was verified."""
-    from .views import runs_dict, runs_text
+    from auditor.registry.views import runs_dict, runs_text
 
     _echo(runs_dict(_graph(_open(registry_url), as_of), model), fmt, runs_text)
 
@@ -199,9 +199,9 @@ def runs(model, fmt, as_of, registry_url) -> None:
 @_guarded
 def show(model, rules, as_of, fmt, registry_url) -> None:
     """One model: its lineage as a tree, each stage's compute, its compute under each basis, its verdicts."""
-    from ..numbers import printable
-    from .engine import RegistryError
-    from .views import show_dict, show_text
+    from auditor.registry.engine import RegistryError
+    from auditor.registry.views import show_dict, show_text
+    from auditor.text import printable
 
     graph = _graph(_open(registry_url), as_of)
     model_id = graph.id_of(model)
@@ -224,8 +224,8 @@ def status_command(rules, as_of, only, fmt, registry_url) -> None:
     deadline that follows with the days left.
 
     Exit 0 when every blocking rule is clear, 1 when one is crossed or at risk for some model."""
-    from .status import fails, status
-    from .views import status_text
+    from auditor.registry.status import fails, status
+    from auditor.registry.views import status_text
 
     document = status(_graph(_open(registry_url), as_of), _rules(rules), _day(as_of), list(only) or None)
     _echo(document, fmt, status_text)
@@ -241,9 +241,9 @@ def status_command(rules, as_of, only, fmt, registry_url) -> None:
 @_guarded
 def html(output: Path, rules, as_of, registry_url) -> None:
     """The whole registry as one self-contained HTML page (no script, nothing from the network)."""
-    from ..cli import write_output
-    from .page import registry_html
-    from .views import registry_dict
+    from auditor.cli.common import write_output
+    from auditor.registry.page import registry_html
+    from auditor.registry.views import registry_dict
 
     page = registry_html(registry_dict(_graph(_open(registry_url), as_of), _rules(rules), _day(as_of)))
     write_output(output, page.encode(), "-o")

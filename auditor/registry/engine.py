@@ -14,7 +14,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from .location import SCHEMES, shown
+from auditor.registry.location import SCHEMES, shown
 
 LOCK_KEY = 0x61756469746F72   # 'auditor': the advisory lock all writers take on PostgreSQL
 SCHEMA_HEAD = "0001"          # the newest migration (a test checks it is the scripts' head)

@@ -30,9 +30,9 @@ from fractions import Fraction
 
 import sqlalchemy as sa
 
-from ..rules import passes
-from .intake import utc
-from .schema import Edge, Model, Point, Run
+from auditor.registry.intake import utc
+from auditor.registry.schema import Edge, Model, Point, Run
+from auditor.rules.verdicts import passes
 
 Triple = tuple[int, int, int]
 ZERO: Triple = (0, 0, 0)

@@ -2,7 +2,7 @@
 dossier where there is one), or a plan (``auditor preflight --format json`` output, or a
 preflight dossier).
 
-A tracked run is verified by ``auditor.verify.check`` (the chain, the seal, that their figures
+A tracked run is verified by ``auditor.record.verify.check`` (the chain, the seal, that their figures
 agree and, with trusted keys, that a trusted key signed every record), and its points are taken
 in that same pass, so what is recorded is what was verified. Points go to a temporary file, not
 memory: a ledger of millions of records costs a few bytes of memory each, none. Only records
@@ -20,10 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..ledger import FILENAME
-from ..numbers import printable, short
-from ..safefiles import FileRefused, describe, kind_of, read_regular
-from .engine import RegistryError
+from auditor.files import FileRefused, describe, kind_of, read_regular
+from auditor.registry.engine import RegistryError
+from auditor.text import printable, short
 
 PLAN_LIMIT = 10_000_000   # bytes of a plan's JSON
 ROLLOUT_STAGES = ("rl",)  # stages whose no-grad forward passes are rollouts by default
@@ -157,7 +156,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_verified(path: Path, trusted_keys, count_rollouts: bool, known_head) -> RunFacts:
-    from ..verify import check
+    from auditor.record.verify import check
 
     collector = _Collector(count_rollouts, known_head)
     try:

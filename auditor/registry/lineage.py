@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..numbers import printable
-from ..rules import sci
-from .location import shown
+from auditor.registry.location import shown
+from auditor.rules.verdicts import sci
+from auditor.text import printable
 
 
 class BaseCompute:
     """``lineage_from`` for auditor.preflight.assess: one registry read, shared by every config of a gate."""
 
     def __init__(self, url: str | None):
-        from .store import Registry
+        from auditor.registry.store import Registry
 
         self.registry = Registry(url)
         self._graph = None

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import json
 import warnings
+
 import sqlalchemy as sa
 
-from .engine import RegistryError
-from .intake import ROLLOUT_STAGES, parse_time
-from .names import RELATION_OF_STAGE, developer_name, model_name, stage_name
-from .schema import Point, Run
-from .store import Registry, now
+from auditor.registry.engine import RegistryError
+from auditor.registry.intake import ROLLOUT_STAGES, parse_time
+from auditor.registry.names import (
+    RELATION_OF_STAGE,
+    developer_name,
+    model_name,
+    stage_name,
+)
+from auditor.registry.schema import Point, Run
+from auditor.registry.store import Registry, now
 
 LIVE = "recorded live by the training process, not verified (auditor registry add RUN_DIR verifies it)"
 MAX_PENDING = 100_000   # records kept for a registry that is down; past that, `registry add` fills the gap

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from ..numbers import join_words, printable_text, short
-from .engine import RegistryError
-from .schema import DEVELOPERS, NAME_LIMIT, STAGES
+from auditor.registry.engine import RegistryError
+from auditor.registry.schema import DEVELOPERS, NAME_LIMIT, STAGES
+from auditor.text import join_words, printable_text, short
 
 RELATION_OF_STAGE = {"distillation": "distilled", "merge": "merged"}   # any other stage: fine_tuned
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..numbers import printable
-from ..textfmt import sci
+from auditor.report.formatting import sci
+from auditor.text import printable
 
 ORDER = ("crossed", "at_risk", "clear")
 
@@ -25,8 +25,8 @@ def summary(data: dict[str, Any]) -> dict[str, str]:
 
 
 def registry_html(data: dict[str, Any]) -> str:
-    from .. import __version__
-    from ..render import _templates
+    from auditor import __version__
+    from auditor.report.views import _templates
 
     env = _templates()
     env.filters.update(shown=printable)

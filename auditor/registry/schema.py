@@ -16,7 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from .exact import ExactInt
+from auditor.registry.exact import ExactInt
 
 STAGES = ("pretraining", "sft", "rl", "distillation", "merge", "other")
 RELATIONS = ("fine_tuned", "merged", "distilled")

@@ -16,8 +16,8 @@ from datetime import date, datetime, time, timedelta, timezone
 from fractions import Fraction
 from typing import Any
 
-from ..rules import evaluate_rule, sci
-from .history import Graph, Triple
+from auditor.registry.history import Graph, Triple
+from auditor.rules.verdicts import evaluate_rule, sci
 
 LIVE = ("crossed", "at_risk")
 

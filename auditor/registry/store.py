@@ -17,12 +17,18 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ..numbers import printable
-from .engine import RegistryError, open_engine, write_lock
-from .intake import RunFacts, read_target, utc
-from .location import resolve_url, shown
-from .names import RELATION_OF_STAGE, developer_name, model_name, stage_name, weight_text
-from .schema import RELATIONS, Edge, Model, Point, Run
+from auditor.registry.engine import RegistryError, open_engine, write_lock
+from auditor.registry.intake import RunFacts, read_target, utc
+from auditor.registry.location import resolve_url, shown
+from auditor.registry.names import (
+    RELATION_OF_STAGE,
+    developer_name,
+    model_name,
+    stage_name,
+    weight_text,
+)
+from auditor.registry.schema import RELATIONS, Edge, Model, Point, Run
+from auditor.text import printable
 
 BATCH = 5000
 
@@ -199,7 +205,7 @@ class Registry:
         if edge is None:
             teacher = None
             if relation == "distilled":
-                from .history import load_graph
+                from auditor.registry.history import load_graph
                 teacher = load_graph(conn).cumulative(parent_id)
             conn.execute(sa.insert(Edge).values(model_id=model_id, parent_id=parent_id, relation=relation,
                                                 developer=developer, weight=weight, teacher_flops=teacher,
@@ -249,7 +255,7 @@ class Registry:
         return (row[0], row[1]) if row is not None and row[1] else None
 
     def graph(self, as_of: datetime | None = None):
-        from .history import load_graph
+        from auditor.registry.history import load_graph
 
         return load_graph(self.engine, as_of)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from ..numbers import printable
-from ..textfmt import sci, table
-from .history import Graph, RunNode
-from .status import iso, judge, status
+from auditor.registry.history import Graph, RunNode
+from auditor.registry.status import iso, judge, status
+from auditor.report.formatting import sci, table
+from auditor.text import printable
 
 
 def run_dict(graph: Graph, run: RunNode) -> dict[str, Any]:

@@ -17,21 +17,28 @@ and listed in docs/counting.md.
 """
 from __future__ import annotations
 
-from . import attention, convolution, matmul, recurrent, solve, sparse  # noqa: F401  (they register)
-from .registry import (
-    BY_NAME,
-    AllFormulas,
-    OURS,
-    REPLACES_TORCH,
-    SPARSE,
-    TORCH_REGISTRY,
-    Split,
-    bind_names,
-    formula,
-    lookup,
-    op_name,
-    shadowed_torch_formulas,
-    sparse_formula,
+from auditor.counting.formulas import (  # noqa: F401  (they register)
+           attention,
+           convolution,
+           matmul,
+           recurrent,
+           solve,
+           sparse,
+)
+from auditor.counting.formulas.registry import (
+           BY_NAME,
+           OURS,
+           REPLACES_TORCH,
+           SPARSE,
+           TORCH_REGISTRY,
+           AllFormulas,
+           Split,
+           bind_names,
+           formula,
+           lookup,
+           op_name,
+           shadowed_torch_formulas,
+           sparse_formula,
 )
 
 REGISTRY = AllFormulas()  # every formula, ours over torch's: a live, read-only view

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-from .registry import Split, formula
+from auditor.counting.formulas.registry import Split, formula
 
 aten = torch.ops.aten
 

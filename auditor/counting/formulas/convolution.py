@@ -7,7 +7,7 @@ import math
 import torch
 from torch.utils.flop_counter import conv_flop_count
 
-from .registry import formula
+from auditor.counting.formulas.registry import formula
 
 aten = torch.ops.aten
 

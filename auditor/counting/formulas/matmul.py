@@ -9,7 +9,7 @@ import math
 import torch
 from torch.utils.flop_counter import addmm_flop, baddbmm_flop, bmm_flop
 
-from .registry import formula
+from auditor.counting.formulas.registry import formula
 
 aten = torch.ops.aten
 

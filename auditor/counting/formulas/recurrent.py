@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .registry import Split, formula
+from auditor.counting.formulas.registry import Split, formula
 
 aten = torch.ops.aten
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .registry import formula
+from auditor.counting.formulas.registry import formula
 
 aten = torch.ops.aten
 

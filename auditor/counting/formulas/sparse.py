@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .registry import sparse_formula
+from auditor.counting.formulas.registry import sparse_formula
 
 aten = torch.ops.aten
 

@@ -22,9 +22,16 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .numbers import printable
-from .safefiles import FileRefused, describe, read_regular
-from .signing import SigningKey, TrustedKey, canonical, open_envelope, short_id, statement, subject_digest
+from auditor.files import FileRefused, describe, read_regular
+from auditor.record.signing import (
+    SigningKey,
+    TrustedKey,
+    open_envelope,
+    short_id,
+    statement,
+    subject_digest,
+)
+from auditor.text import printable
 
 PREDICATE = "https://github.com/auditor/auditor/attestations/authorization/v1"
 MAX_BYTES = 1_000_000
@@ -60,7 +67,7 @@ class Authorization:
 
 
 def config_digest(path: str | Path) -> str:
-    from .config import MAX_FILE_BYTES
+    from auditor.inputs.yaml_reader import MAX_FILE_BYTES
 
     return hashlib.sha256(read_regular(path, MAX_FILE_BYTES)).hexdigest()
 

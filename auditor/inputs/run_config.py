@@ -2,7 +2,7 @@
 
 Every problem is a ``ConfigError`` with a one-line message, ``<file>: <field>: got <repr>; expected <what>``.
 A key set to null counts as left out. Counts (tokens, parameters, FLOPs) become exact ints; other numbers
-(epochs, hours, utilization) exact Fractions. ``python -m auditor.config`` prints the JSON schema.
+(epochs, hours, utilization) exact Fractions. ``python -m auditor.inputs.run_config`` prints the JSON schema.
 """
 import json
 import math
@@ -10,18 +10,43 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
-                      ValidationInfo, WithJsonSchema, model_validator)
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
-from .safefiles import FileRefused, kind_of, outside, read_regular, repository_root
-from .numbers import (import_path, join_words, printable, positive_count, positive_number, printable_text, short,
-                      suggest, unit_band)
+from auditor.files import kind_of, outside, repository_root
+from auditor.inputs.schema import (
+    _NUMBER_JSON,
+    InputError,
+    _choice,
+    _FieldError,
+    _number,
+    _Section,
+    _string,
+    text_list,
+    validation_error,
+)
+from auditor.inputs.values import (
+    import_path,
+    unit_band,
+)
+from auditor.inputs.yaml_reader import parse_yaml_text, read_yaml_file
+from auditor.text import join_words, printable, printable_text, short, suggest
 
 MODALITIES = ("text", "code", "image", "video", "audio", "speech", "biology", "multimodal", "other")
+
+
 MODEL_KINDS = ("hf_config", "factory", "parameters")
+
+
 MAX_SEQ_LEN = 10_000_000
-MAX_FILE_BYTES = 1_000_000
 
 
 def allowed_roots(base_dir: Path, allow_paths=()) -> list[Path]:
@@ -36,43 +61,9 @@ def printable_path(path: Path | str, limit: int = 100) -> str:
     return text if len(text) <= limit else "..." + text[-(limit - 3):]
 
 
-class ConfigError(Exception):
-    """A bad training config. str(): one line naming the file, the field, what was given and what was expected."""
-    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
-        super().__init__(message)
-        self.source, self.field = source, field
-
-
-class _FieldError(ValueError):
-    """Raised inside a section's validator about one of its keys: ``sub`` extends the field path."""
-    def __init__(self, message: str, *sub: str | int):
-        super().__init__(message)
-        self.sub = sub
-
-
-# ----- field types: a validator that gives our message, and what the JSON schema says is accepted
-
-_NUMBER_JSON = {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^\s*[-+0-9._eE]+\s*$|10\s*(\^|\*\*)"}]}
-
-
-def _number(kind: type, what: str, **limits: Any) -> Any:
-    """int: a positive whole count; Fraction: a positive number, exact."""
-    check, adjective = (positive_count, "positive whole") if kind is int else (positive_number, "positive")
-    return Annotated[kind, BeforeValidator(lambda v: check(v, what, **limits)),
-                     WithJsonSchema({**_NUMBER_JSON, "description": f"a {adjective} {what}"})]
-
-
-def _choice(options: tuple[str, ...], meaning: str) -> Any:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or value not in options:
-            raise ValueError(f"got {short(value)}; expected {join_words(options, 'or')}{meaning}")
-        return value
-    return Annotated[str, BeforeValidator(check), WithJsonSchema({"enum": list(options)})]
-
-
-def _string(what: str, limit: int) -> Any:
-    return Annotated[str, BeforeValidator(lambda v: printable_text(v, what, limit)),
-                     WithJsonSchema({"type": "string", "maxLength": limit})]
+class ConfigError(InputError):
+    """A bad training config (or policy). str(): one line naming the file, the field, what was given and
+    what was expected."""
 
 
 def _hf_config(value: Any) -> str | dict[str, Any]:
@@ -97,7 +88,7 @@ def _kwargs(value: Any) -> dict[str, Any]:
 def _accelerator(value: Any) -> str:
     text = printable_text(value, "an accelerator id, e.g. H100-SXM", 100)
     try:
-        from .methods import hardware
+        from auditor.methods import hardware
     except ImportError:             # no accelerator table installed: checked where it is used
         return text
     found = getattr(hardware, "find_accelerator", lambda name: None)(text)   # ids and aliases, spelled loosely
@@ -108,25 +99,11 @@ def _accelerator(value: Any) -> str:
     raise ValueError(f"got {short(value)}; expected an accelerator id from the table: {listed}{suggest(text, ids)}")
 
 
-def text_list(value: Any, *, expected: str, item: str, limit: int, non_empty: bool = False) -> list[str]:
-    """A list of printable strings (printable_text each), a bad item named by its index."""
-    if not isinstance(value, list) or (non_empty and not value):
-        raise ValueError(f"got {short(value)}; expected {expected}")
-    for i, text in enumerate(value):
-        try:
-            printable_text(text, item, limit)
-        except ValueError as exc:
-            raise _FieldError(str(exc), i) from None
-    return value
-
-
 def _rules(value: Any) -> list[str]:
     return text_list(value, expected="a non-empty list of rule ids or rule file paths, e.g. "
                                      "[eu-ai-act-systemic-risk] (leave rules out for every rule)",
                      item="a rule id or a rule file path", limit=1000, non_empty=True)
 
-
-# ----- sections
 
 def _only_with(data: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     """``data``, where each (extra, needs) pair's extra key comes only with its needs key."""
@@ -134,32 +111,6 @@ def _only_with(data: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> dict
         if extra in data and needs not in data:
             raise _FieldError(f"got {short(data[extra])}; expected {extra} only with {needs}", extra)
     return data
-
-
-class _Section(BaseModel):
-    """A mapping with known keys: null values dropped, unknown keys and missing required ones named."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _what: ClassVar[str] = "a mapping"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mapping(cls, data: Any) -> Any:
-        if isinstance(data, BaseModel):
-            return data
-        if not isinstance(data, dict):
-            raise ValueError(f"got {short(data)}; expected {cls._what}")
-        keys = {(info.alias or name): name for name, info in cls.model_fields.items()}  # as written in YAML
-        for key in data:
-            if not isinstance(key, str) or key not in keys:
-                raise _FieldError(f"unknown key; expected one of {', '.join(keys)}{suggest(str(key), keys)}", str(key))
-        data = {k: v for k, v in data.items() if v is not None}
-        for key, name in keys.items():
-            if cls.model_fields[name].is_required() and key not in data:
-                raise _FieldError(f"missing; expected {cls.model_fields[name].description}", key)
-        return cls._check(data)
-
-    _check = classmethod(lambda cls, data: data)      # sections override it for checks across keys
 
 
 class ModelSection(_Section):
@@ -328,81 +279,6 @@ class RunConfig(_Section):
         return self.model.hf_config_path
 
 
-# ----- loading
-
-MAX_YAML_NODES = 100_000   # values in a document with every alias expanded; a training config has hundreds
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing duplicate keys (which safe_load would silently take the last of)
-    and documents whose aliases expand past MAX_YAML_NODES values.
-
-    An alias is one shared object to the loader, so nine nested aliases of nine items (under 1 KB,
-    "billion laughs") load at once, and then cost gigabytes in whatever walks them: validation, the
-    count cache's JSON. The expanded size is computed on the node graph (each node once), before
-    anything is built."""
-
-    def construct_document(self, node):
-        _check_expansion(node)
-        return super().construct_document(node)
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = (key_node.tag, key_node.value)
-            if isinstance(key_node, yaml.ScalarNode) and key[0] != "tag:yaml.org,2002:merge":
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"found duplicate key {key[1]!r}",
-                                                            key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _check_expansion(root) -> None:
-    sizes: dict[int, int | None] = {}   # id(node) -> expanded size; None while being measured
-
-    def size(node) -> int:
-        key = id(node)
-        if key in sizes:
-            if sizes[key] is None:
-                raise yaml.constructor.ConstructorError(None, None, "found a recursive alias (an anchor used "
-                                                        "inside itself)", node.start_mark)
-            return sizes[key]
-        sizes[key] = None
-        children = node.value if isinstance(node, yaml.SequenceNode) else \
-            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else ()
-        total = 1
-        for child in children:
-            total += size(child)
-            if total > MAX_YAML_NODES:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"over {MAX_YAML_NODES:_} values once its aliases are expanded (an alias bomb?)",
-                    node.start_mark)
-        sizes[key] = total
-        return total
-
-    size(root)
-
-
-def _path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc, error = tuple(err["loc"]), (err.get("ctx") or {}).get("error")
-        if isinstance(error, _FieldError):
-            loc += error.sub
-        text = str(error) if isinstance(error, Exception) else \
-            f"got {short(err.get('input'))}; expected {err['msg'][:1].lower()}{err['msg'][1:]}"
-        problems.append((_path(loc), text.replace("\n", " ")))
-    return problems
-
-
 def run_config_from_mapping(data: Any, *, source: str = "<config>", base_dir: str | Path | None = None,
                             allow_paths=()) -> RunConfig:
     """Validate parsed YAML. ``base_dir``: where relative paths start (default: the working directory).
@@ -417,61 +293,10 @@ def run_config_from_mapping(data: Any, *, source: str = "<config>", base_dir: st
         raise validation_error(exc, source, ConfigError) from None
 
 
-def validation_error(exc: ValidationError, source: str, error: type) -> Exception:
-    """One line for a failed validation: the file, then its first three problems (field: what)."""
-    problems = _problems(exc)
-    shown = [f"{field}: {text}" if field else text for field, text in problems[:3]]
-    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-    return error(f"{source}: " + "; ".join(shown) + more, source=source, field=problems[0][0] or None)
-
-
-def read_yaml_file(path: str | Path, what: str, *, loader=None, error: type = None) -> Any:
-    """The parsed YAML of a file of at most MAX_FILE_BYTES: a regular file, UTF-8, safe YAML with
-    unique keys and bounded aliases. ``error`` (default ConfigError) is raised with one line naming
-    the file; ``what`` says what was expected ('a YAML config')."""
-    error = error or ConfigError
-    path, source = Path(path), str(path)
-    try:
-        raw = read_regular(path, MAX_FILE_BYTES)
-    except FileRefused as exc:
-        raise error(f"{source}: the file {exc}; expected {what}", source=source) from None
-    except OSError as exc:
-        raise error(f"{source}: cannot read the file: {exc.strerror or exc}", source=source) from None
-    return parse_yaml_text(raw, source, loader=loader, error=error)
-
-
-def parse_yaml_text(text: str | bytes, source: str, *, loader=None, error: type = None) -> Any:
-    """YAML text (or UTF-8 bytes) parsed with ``loader`` (default: unique keys, bounded aliases);
-    ``error`` (default ConfigError) with one line for anything that is not valid YAML."""
-    error, loader = error or ConfigError, loader or _UniqueKeyLoader
-
-    def fail(message: str):
-        return error(f"{source}: {message}", source=source)
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise fail(f"not UTF-8 text (byte 0x{text[exc.start]:02x} at offset {exc.start})") from None
-    try:
-        return yaml.load(text, Loader=loader)
-    except yaml.MarkedYAMLError as exc:
-        mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context or "unreadable"
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        if exc.context and problem.startswith("but "):          # "expected a single document ... but found another"
-            problem = f"{exc.context}, {problem}"
-        raise fail(f"not valid YAML{where}: {problem}") from None
-    except yaml.reader.ReaderError as exc:
-        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
-        raise fail(f"not valid YAML (offset {exc.position}): U+{char:04X} is not allowed in YAML") from None
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:    # huge ints, deep nesting
-        detail = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split())
-        raise fail(f"not valid YAML: {detail}") from None
-
-
 def parse_run_config(text: str, *, source: str = "<config>", base_dir: str | Path | None = None,
                      allow_paths=()) -> RunConfig:
     """A RunConfig from YAML text; ``source`` names it in messages."""
-    data = parse_yaml_text(text, source)
+    data = parse_yaml_text(text, source, error=ConfigError)
     return run_config_from_mapping(data, source=source, base_dir=base_dir, allow_paths=allow_paths)
 
 
@@ -479,7 +304,7 @@ def load_run_config(path: str | Path, *, allow_paths=()) -> RunConfig:
     """Read and check one training-run YAML file; raise ConfigError naming the file and field on any problem.
     Files the config names must lie in its repository, or under one of ``allow_paths``."""
     path = Path(path)
-    data = read_yaml_file(path, "a YAML config")
+    data = read_yaml_file(path, "a YAML config", error=ConfigError)
     config = run_config_from_mapping(data, source=str(path), base_dir=path.parent.resolve(), allow_paths=allow_paths)
     config._source_path = path.resolve()
     return config

@@ -14,10 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomic
-from .numbers import printable
-from .resources import installed_version
-from .safefiles import FileRefused, describe, read_regular
+from auditor.files import FileRefused, describe, read_regular, write_atomic
+from auditor.resources import installed_version
+from auditor.text import printable
 
 SCHEMA_VERSION = "1"
 DOSSIER_NAME = "dossier.json"
@@ -44,7 +43,7 @@ def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str
           tracked: dict[str, Any] | None = None, created: datetime | None = None, signer=None) -> dict[str, Any]:
     """A sealed dossier from a preflight's dict and/or a tracked run's summary; signed by ``signer``
     (signing.SigningKey) where given."""
-    from . import __version__
+    from auditor import __version__
 
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -55,7 +54,7 @@ def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str
         "kind": "tracked" if tracked else "preflight",
     }
     if config_path is not None:
-        from .config import MAX_FILE_BYTES
+        from auditor.inputs.yaml_reader import MAX_FILE_BYTES
 
         raw = read_regular(config_path, MAX_FILE_BYTES)
         data["config"] = {"path": printable(config_path), "text": raw.decode("utf-8", errors="replace"),
@@ -99,7 +98,7 @@ def seal(data: dict[str, Any], signer=None) -> dict[str, Any]:
         data["signer"] = {"keyid": signer.keyid, "name": signer.name}
     data["seal"] = _seal_of(data)
     if signer is not None:
-        from .signing import DOSSIER_PREDICATE, statement
+        from auditor.record.signing import DOSSIER_PREDICATE, statement
 
         predicate = {"run": data.get("run"), "kind": data.get("kind"), "total_flops": data.get("total_flops"),
                      "ledger_head": ledger_head(data)}

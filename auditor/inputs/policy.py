@@ -20,12 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError
 
-from .config import ConfigError, _Section, read_yaml_file, text_list, validation_error
-from .numbers import import_path, positive_count
+from auditor.inputs.run_config import ConfigError
+from auditor.inputs.schema import _Section, text_list, validation_error
+from auditor.inputs.values import import_path, positive_count
+from auditor.inputs.yaml_reader import read_yaml_file
+
 
 @dataclass(frozen=True)
 class Trust:
@@ -82,10 +85,10 @@ class Policy:
 
 def load_policy(path: str | Path) -> Policy:
     """Read and check a policy file; ConfigError names the file and the field on any problem."""
-    from .rules import load_rules
+    from auditor.rules.selection import load_rules
 
     path, source = Path(path), str(path)
-    data = read_yaml_file(path, "a YAML policy file")
+    data = read_yaml_file(path, "a YAML policy file", error=ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level (rules, allow_factory, allow_paths, "
                           f"max_modules)", source=source)

@@ -1,4 +1,4 @@
-"""Numbers (and names, import paths) as people write them in configs, read exactly and checked.
+"""Numbers (and import paths) as people write them in configs, read exactly and checked.
 
 Accepted: ints; floats (read through their shortest repr, so the YAML float 3.8e+25 is exactly
 38 * 10**24); strings "1.5e25", "1e25", "2.3E+24", "10^25", "10**25", "1.5 x 10^25", "1.5*10^25",
@@ -8,46 +8,49 @@ strings, so the strings are not a nicety: they are the common case.
 
 Rejected, each with a message of the form "got <repr>; expected <what>": booleans, NaN and
 infinities, anything else that is not a number, and values beyond 10**40 (no run, no count of
-parameters, tokens or FLOPs comes near that). ``printable_text`` checks names the same way.
+parameters, tokens or FLOPs comes near that).
 """
 from __future__ import annotations
 
-import difflib
 import math
 import re
-import reprlib
-import unicodedata
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
+from auditor.text import printable_text, short
+
 ABSURD = 10 ** 40
+
+
 MAX_CHARS = 100          # longer strings are not numbers anyone writes by hand
+
+
 MAX_EXPONENT = 60        # |decimal exponent| beyond this is absurd, and checked before any big arithmetic
 
+
 _DIGITS = r"\d+(?:_\d+)*"
+
+
 _DECIMAL = rf"[+-]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][+-]?{_DIGITS})?"
+
+
 _DECIMAL_RE = re.compile(rf"^{_DECIMAL}$")
+
+
 _POWER_RE = re.compile(rf"^(?:(?P<mantissa>{_DECIMAL})\s*(?:[xX×*·])\s*)?10\s*(?:\^|\*\*)\s*(?P<exp>[+-]?\d+)$")
+
+
 _IMPORT_PATH_RE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$", re.ASCII)
+
+
 _FRACTION_RE = re.compile(r"^[+-]?\d{1,40}\s*/\s*\d{1,40}$")
+
+
 _NOT_FINITE_RE = re.compile(r"^[+-]?(?:nan|inf|infinity|\.inf|\.nan)$", re.IGNORECASE)
 
-# control (newlines, ESC, NUL), format (bidi overrides), surrogate, private-use, unassigned, line/paragraph separators
-HOSTILE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
 SYNTAX_HINT = "written like 15.6e12, \"1.5e25\", \"10^25\", \"1.5 x 10^25\" or 15_600_000_000_000"
-
-_repr = reprlib.Repr()
-_repr.maxstring = 60
-_repr.maxother = 60
-_repr.maxlevel = 2
-_repr.maxdict = _repr.maxlist = _repr.maxtuple = _repr.maxset = 4
-
-
-def short(value: Any, limit: int = 60) -> str:
-    """repr of ``value``, bounded in size whatever it is (control characters come out escaped)."""
-    text = _repr.repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class NumberError(ValueError):
@@ -149,42 +152,6 @@ def unit_band(value: Any) -> tuple[Fraction, Fraction]:
     return low, high
 
 
-def printable_text(value: Any, what: str, limit: int) -> str:
-    """A non-blank string of at most ``limit`` characters with nothing hostile in it: no control
-    characters (newlines, ANSI escapes, NUL), no bidi overrides. Ordinary punctuation (<, >, quotes)
-    is fine: escaping is the renderer's job."""
-    if not isinstance(value, str):
-        raise ValueError(f"got {short(value)}; expected {what} (a string; quote it in YAML)")
-    bad = next((ch for ch in value if unicodedata.category(ch) in HOSTILE_CATEGORIES), None)
-    if bad is not None:
-        raise ValueError(f"got {short(value)}; expected {what} in printable characters "
-                         f"(U+{ord(bad):04X} is a control or formatting character: hostile)")
-    if not value.strip():
-        raise ValueError(f"got {short(value)}; expected {what}, not empty")
-    if len(value) > limit:
-        raise ValueError(f"got {short(value)} ({len(value)} characters); expected {what} "
-                         f"of at most {limit} characters")
-    return value
-
-
-def printable(text: Any) -> str:
-    """Any text as a terminal, a log or XML can hold it: control, bidi and other non-printable
-    characters shown as their escapes (U+202E as \\u202e), the rest as it is."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
-def visible(text: Any) -> str:
-    """Multi-line text (a config as given) with its line breaks and tabs kept, and every other
-    control or bidi character shown as its escape, so no character can reorder what is shown."""
-    return "\n".join("\t".join(printable(part) for part in line.split("\t")) for line in str(text).split("\n"))
-
-
-def error_text(exc: BaseException, *, with_type: bool = True, limit: int = 600) -> str:
-    """A library's exception as one line of an error message (some span several lines), printable."""
-    text = printable(" ".join((f"{type(exc).__name__}: {exc}" if with_type else str(exc)).split()))
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def import_path(value: Any) -> str:
     """'package.module:function' (ASCII identifiers, one colon; the attribute may be dotted). Not imported here."""
     text = printable_text(value, "an import path 'package.module:function'", 300)
@@ -192,15 +159,3 @@ def import_path(value: Any) -> str:
         raise ValueError(f"got {short(value)}; expected an import path 'package.module:function' "
                          f"(dotted module, one colon, then the function; no spaces)")
     return text
-
-
-def join_words(words, conjunction: str = "and") -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    words = list(words)
-    return ", ".join(words[:-1]) + f" {conjunction} " + words[-1] if len(words) > 1 else "".join(words)
-
-
-def suggest(word: str, options) -> str:
-    """' (did you mean X?)' for a near miss among ``options``, else ''."""
-    close = difflib.get_close_matches(word, list(options), n=2)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""

@@ -3,7 +3,7 @@
 A file holds one rule as its top-level mapping, or a rule set: ``id``, ``title``, ``jurisdiction`` and a
 ``rules:`` list. Every problem is a ``RuleError`` with one line, ``<file>: <field>: got <x>; expected <y>``.
 Thresholds become exact ints, ratios exact Fractions, dates ``datetime.date`` (YAML timestamps are not
-used: a bad date is reported against its field). ``python -m auditor.rulefile`` prints the JSON schema.
+used: a bad date is reported against its field). ``python -m auditor.rules.rule_file`` prints the JSON schema.
 """
 import json
 import re
@@ -13,13 +13,28 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Union
 
-import yaml
-from pydantic import (BeforeValidator, Field, PrivateAttr, TypeAdapter, ValidationError,
-                      WithJsonSchema, model_validator)
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
-from .config import (_NUMBER_JSON, MODALITIES, _FieldError, _Section, _UniqueKeyLoader, read_yaml_file,
-                     text_list, validation_error)
-from .numbers import join_words, positive_count, positive_number, printable_text, short, suggest
+from auditor.inputs.run_config import MODALITIES
+from auditor.inputs.schema import (
+    _NUMBER_JSON,
+    InputError,
+    _FieldError,
+    _Section,
+    text_list,
+    validation_error,
+)
+from auditor.inputs.values import positive_count, positive_number
+from auditor.inputs.yaml_reader import _UniqueKeyLoader, read_yaml_file
+from auditor.text import join_words, printable_text, short, suggest
 
 COMPARISONS = (">", ">=")
 BASES = ("training", "cumulative", "ratio_to_base")
@@ -31,11 +46,8 @@ _URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-class RuleError(Exception):
+class RuleError(InputError):
     """A bad rule file or rule selection. str(): one line naming the file, the field, what was given and expected."""
-    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
-        super().__init__(message)
-        self.source, self.field = source, field
 
 
 # ----- field types: a validator that gives our message, and what the JSON schema says is accepted

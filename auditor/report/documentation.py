@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .estimate import two_significant
-from .methods.energy import mwh
+from auditor.estimate import two_significant
+from auditor.methods.energy import mwh
 
 METHOD_WORDS = {
     "counted": ("counting every operation of a training step of the model as configured (its architecture built "

@@ -21,11 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import dossier
-from .ledger import FILENAME, SIGNATURE_FILENAME, canonical, check_ledger, check_record
-from .numbers import printable
-from .safefiles import FileRefused, kind_of, read_regular
-from .signing import open_envelope, short_id, subject_digest
+from auditor.files import FileRefused, kind_of, read_regular
+from auditor.record import dossier
+from auditor.record.ledger import (
+    FILENAME,
+    SIGNATURE_FILENAME,
+    canonical,
+    check_ledger,
+    check_record,
+)
+from auditor.record.signing import open_envelope, short_id, subject_digest
+from auditor.text import printable
 
 UNSIGNED_NOTE = ("note: no --trusted-key given: this proves integrity against accident only; whoever can edit "
                  "these files can recompute every hash (docs/security.md)")
@@ -326,7 +332,7 @@ def _in_rolled_back(ledger_file: Path, scan: LedgerScan, head: str):
 
 def _check_renders(found: Findings, path: Path, data: dict) -> None:
     """A dossier verify accepts is one report renders: each view is tried, and a failure named."""
-    from .render import dossier_html, dossier_markdown, dossier_text
+    from auditor.report.views import dossier_html, dossier_markdown, dossier_text
 
     for view, render in (("text", dossier_text), ("Markdown", dossier_markdown), ("HTML", dossier_html)):
         try:

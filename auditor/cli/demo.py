@@ -5,17 +5,20 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from . import dossier
-from .atomic import write_atomic
-from .render import dossier_html
+import click
+
+from auditor.cli.common import main, preflight_dict, quiet_libraries, render_preflight
+from auditor.files import write_atomic
+from auditor.record import dossier
+from auditor.report.views import dossier_html
 
 
 def run_demo(plan: dict, config_path: Path, out: Path, steps: int, echo: Callable[[str], None]) -> Path:
     import torch
 
-    from .config import load_run_config
-    from .counting.hf import build_model, load_config
-    from .tracking import ComputeAudit
+    from auditor.counting.hf import build_model, load_config
+    from auditor.inputs.run_config import load_run_config
+    from auditor.tracking import ComputeAudit
 
     preflight_html = out / "preflight.html"
     write_atomic(preflight_html, dossier_html(dossier.build(plan, run=plan["run"], config_path=config_path)).encode())
@@ -49,3 +52,19 @@ def run_demo(plan: dict, config_path: Path, out: Path, steps: int, echo: Callabl
     echo(f"preflight dossier: {preflight_html}")
     echo(f"HTML dossier: {html.resolve()}")
     return html
+
+
+DEMO_RUN = Path(__file__).parents[1] / "data" / "demo-run.yaml"
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("auditor-demo"),
+              show_default=True, help="Folder for the demo's outputs.")
+@click.option("--steps", type=click.IntRange(min=1), default=6, show_default=True, help="Steps of the tracked run.")
+def demo(out: Path, steps: int) -> None:
+    """Preflight a bundled sample run, train its model for a few tracked steps on the CPU, and
+    write both dossiers; the last line is the HTML dossier's path."""
+    quiet_libraries()
+    plan = preflight_dict(DEMO_RUN)
+    click.echo(render_preflight(plan, "text") + "\n")
+    run_demo(plan, DEMO_RUN, out, steps, echo=click.echo)

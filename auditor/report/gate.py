@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .numbers import printable
-from .rules import GATE_FAILING, fails_gate
+from auditor.rules.verdicts import GATE_FAILING, fails_gate
+from auditor.text import printable
 
 
 @dataclass
@@ -69,8 +69,8 @@ def field_line(path: Path) -> int:
     model), from the parsed YAML so that inline mappings work too; 1 when not found."""
     import yaml
 
-    from .config import MAX_FILE_BYTES
-    from .safefiles import read_regular
+    from auditor.files import read_regular
+    from auditor.inputs.yaml_reader import MAX_FILE_BYTES
 
     try:
         root = yaml.compose(read_regular(path, MAX_FILE_BYTES).decode("utf-8", errors="replace"))
@@ -170,7 +170,7 @@ def junit_xml(gate: Gate) -> bytes:
 def check_authorization(result: GateResult, above: int, trusted: list, as_of) -> None:
     """A config whose plan reaches ``above`` FLOPs (its high end, conservatively) needs a valid
     authorization beside it (authorization.beside), signed by a trusted key, for this config."""
-    from .authorization import AuthorizationError, beside, load
+    from auditor.record.authorization import AuthorizationError, beside, load
 
     if result.preflight is None or result.preflight["high"] <= above:
         return
