@@ -64,9 +64,3 @@ def band(flops: int, rel_low: float, rel_high: float) -> tuple[int, int]:
     """(low, high) ints around ``flops``: e.g. band(x, 0.3, 0.3) for +-30 %, in exact arithmetic."""
     low, high = Fraction(str(rel_low)), Fraction(str(rel_high))
     return math.floor(flops * (1 - low)), math.ceil(flops * (1 + high))
-
-
-def two_significant(flops: int) -> str:
-    """The EU notification form: two significant figures, e.g. '2.3e25' (Guidelines 2.3.2)."""
-    mantissa, exponent = f"{flops:.1e}".split("e")
-    return f"{mantissa}e{int(exponent)}"

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.estimate import Estimate, two_significant
+from auditor.estimate import Estimate
+from auditor.text import two_significant
 from auditor.methods.agreement import disagreements
 from auditor.text import error_text, printable
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import reprlib
 import unicodedata
+from fractions import Fraction
 from typing import Any
 
 # control (newlines, ESC, NUL), format (bidi overrides), surrogate, private-use, unassigned, line/paragraph separators
@@ -13,18 +14,42 @@ HOSTILE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 _repr = reprlib.Repr()
-
-
-_repr.maxstring = 60
-
-
-_repr.maxother = 60
-
-
+_repr.maxstring = _repr.maxother = 60
 _repr.maxlevel = 2
-
-
 _repr.maxdict = _repr.maxlist = _repr.maxtuple = _repr.maxset = 4
+
+
+def sci(value: int | float | Fraction, digits: int = 4) -> str:
+    """The one way a FLOP figure (or any large count) is written for people, in every view, message
+    and reason: exact when ``digits`` significant digits hold it ('1.0e25', '3.8e25', '1.14e26'),
+    else rounded to them and marked '~' ('~2.659e25'). A float is read as its shortest repr, so
+    1e25 is the exact 10^25. Exact ints stay in JSON; this is only for reading."""
+    value = Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+    if value < 0:
+        return "-" + sci(-value, digits)
+    if value == 0:
+        return "0"
+    exponent = len(str(value.numerator // value.denominator)) - 1 if value >= 1 else \
+        -len(str(value.denominator // value.numerator))  # first guess, corrected below
+    while value >= Fraction(10) ** (exponent + 1):
+        exponent += 1
+    while value < Fraction(10) ** exponent:
+        exponent -= 1
+    scaled = value / Fraction(10) ** (exponent - digits + 1)   # digits significant digits before the point
+    if scaled.denominator == 1:
+        kept = str(scaled.numerator).rstrip("0")
+        return f"{kept[0]}.{kept[1:] or '0'}e{exponent}"
+    rounded = int(scaled + Fraction(1, 2))  # half up: how people round a figure they read
+    if rounded == 10 ** digits:             # 9.9996e25 at 4 digits: 1.000e26
+        rounded, exponent = 10 ** (digits - 1), exponent + 1
+    text = str(rounded)
+    return f"~{text[0]}.{text[1:]}e{exponent}"
+
+
+def two_significant(flops: int) -> str:
+    """The EU notification form's figure: two significant figures, e.g. '2.3e25' (Guidelines
+    2.3.2). The form asks for this rounding, so it carries no '~'."""
+    return sci(flops, 2).removeprefix("~")
 
 
 def short(value: Any, limit: int = 60) -> str:

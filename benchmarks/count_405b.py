@@ -61,10 +61,12 @@ def main() -> None:
     totals = {side: rs[0]["total"] for side, rs in runs.items()}
     print(f"Llama 3.1 405B, one training step, batch 1 x {SEQ} tokens, meta device; median of {args.repeat}")
     print(f"{'':28}{'ours':>12}{'FlopCounterMode':>18}")
-    for key, label in (("count_s", "count (s)"), ("end_to_end_s", "build + count (s)"), ("peak_rss_mib", "peak memory (MiB)")):
+    rows = (("count_s", "count (s)"), ("end_to_end_s", "build + count (s)"), ("peak_rss_mib", "peak memory (MiB)"))
+    for key, label in rows:
         print(f"{label:28}{med['ours'][key]:12.2f}{med['torch'][key]:18.2f}")
     print(f"{'speed-up on the count':28}{med['torch']['count_s'] / med['ours']['count_s']:12.1f}x")
-    print(f"totals: ours {totals['ours']:,}  FlopCounterMode {totals['torch']:,}  equal: {totals['ours'] == totals['torch']}")
+    print(f"totals: ours {totals['ours']:,}  FlopCounterMode {totals['torch']:,}  "
+          f"equal: {totals['ours'] == totals['torch']}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"median": med, "totals": totals, "runs": runs}, fh, indent=2)

@@ -102,14 +102,16 @@ def main() -> None:
     if args.fixed_cost:
         untracked, tracked = fixed_cost(args.rounds)
         print(f"8-8-8 MLP, batch 4, SGD, 1 thread; least of {args.rounds} blocks of 400 steps: untracked "
-              f"{untracked:.1f} us/step, tracked {tracked:.1f} us/step: the tracker costs {tracked - untracked:.1f} us a step")
+              f"{untracked:.1f} us/step, tracked {tracked:.1f} us/step: the tracker costs "
+              f"{tracked - untracked:.1f} us a step")
         return
     print(f"4-layer MLP, batch {args.batch}, SGD; {torch.get_num_threads()} threads; median of {args.rounds} "
           f"rounds of {args.steps} steps; ratio to untracked step time")
     for width in args.width:
         r = measure(width, args.batch, args.rounds, args.steps)
         print(f"width {width:5}: untracked {r['step_ms']:.2f} ms/step | tracked {100 * (r['tracked'] - 1):+.2f} % | "
-              f"A/A {100 * (r['A/A'] - 1):+.2f} % | FlopCounterMode every step {100 * (r['FlopCounterMode every step'] - 1):+.1f} %")
+              f"A/A {100 * (r['A/A'] - 1):+.2f} % | FlopCounterMode every step "
+              f"{100 * (r['FlopCounterMode every step'] - 1):+.1f} %")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,11 @@ chosen times (the writer's clock cannot be set), and the sealed dossier the trac
 over it. Any int FLOPs: a 9e25 pre-training run is a few lines. Verified before it is returned."""
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
+
+import pytest
 
 from auditor.record import dossier
 from auditor.record.ledger import (
@@ -80,11 +84,6 @@ def three_stages(root: Path) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------- registries to test against
-
-import os
-import uuid
-
-import pytest
 
 POSTGRES = os.environ.get("AUDITOR_TEST_POSTGRES_URL")   # .ci/run starts a server and sets it
 

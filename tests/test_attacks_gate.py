@@ -6,9 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from auditor.cli import main
+from helpers import invoke
 
 AS_OF = "2026-06-01"
 TINY = ("{model_type: llama, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
@@ -19,8 +17,6 @@ BIG = "run: big-run\nmodel: {parameters: 405e9}\n" + DATA          # 3.8e25: cro
 PLAN = "hardware: {accelerator: H100-SXM, count: 16384, hours: 1200, utilization: 0.4}\n"
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def cases(junit: Path) -> dict[str, list[tuple[str, str | None]]]:
@@ -114,7 +110,7 @@ def test_an_allowed_factory_is_imported_and_counted(tmp_path, payload_module, mo
     allowed = invoke("gate", config, "--as-of", AS_OF, "--policy", policy)
     assert allowed.exit_code == 0, allowed.output
     # 1,600 tokens x (forward 2*8*8, weight and input gradients 2 x 2*8*8) = 614,400
-    assert " 6.14e+05 " in allowed.output
+    assert " 6.144e5 " in allowed.output
 
 
 @pytest.mark.parametrize("rules, outcome", [

@@ -5,9 +5,7 @@ import os
 import xml.etree.ElementTree as ET
 
 import pytest
-from click.testing import CliRunner
-
-from auditor.cli import main
+from helpers import invoke
 
 AS_OF = "2026-06-01"
 DATA = "data: {tokens: 1e9, seq_len: 16}\n"
@@ -29,8 +27,6 @@ model:
 """ + DATA
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def one_error_line(result) -> str:

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import invoke
 
 from auditor import ComputeAudit
-from auditor.cli import main
 from auditor.record import dossier
 from auditor.record.ledger import (
     FILENAME,
@@ -31,8 +30,6 @@ PER_SAMPLE = 3 * (2 * 32 * 64 + 2 * 64 * 10) - 2 * 32 * 64
 TOTAL = 5 * 8 * PER_SAMPLE
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +267,7 @@ def test_a_run_extended_after_its_dossier_is_stale_not_tampered(tmp_path):
     train(run_dir, None, steps=2, resume_step=5, close=False, flush_every_steps=1)
     result = invoke("verify", run_dir)
     assert result.exit_code == 0, result.output
-    assert f"stale: the ledger was extended after this dossier" in result.output
+    assert "stale: the ledger was extended after this dossier" in result.output
     assert f"to {7 * 8 * PER_SAMPLE:,} FLOPs at step 7" in result.output
 
 

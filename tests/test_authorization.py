@@ -6,17 +6,14 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import invoke
 
-from auditor.cli import main
 from auditor.record.authorization import AuthorizationError, beside, load, make
 from auditor.record.signing import SigningKey, TrustedKey, canonical, new_keypair
 
 PLAN = "run: plan-7b\nmodel: {parameters: 7e9}\ndata: {tokens: 1e15}\n"   # 6ND = 4.2e25, range 2.94e25..5.46e25
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture
@@ -44,7 +41,7 @@ def test_authorize_shows_the_plan_and_writes_a_signed_budget(config, keys):
                     "--condition", "stop at the budget", "-o", config.with_name("a.json"))
     assert result.exit_code == 0, result.output
     assert "total: 42,000,000,000,000,000,000,000,000 FLOPs" in result.stdout            # the preflight shown
-    assert "below the plan's high end 5.46e+25" in result.stderr                         # 5e25 < 5.46e25
+    assert "below the plan's high end 5.46e25" in result.stderr                         # 5e25 < 5.46e25
     auth = load(config.with_name("a.json"), [TrustedKey.load(keys["alice"][1])], config=config)
     assert auth.budget_flops == 5 * 10 ** 25 and auth.run == "plan-7b" and auth.expires == date(2099, 1, 1)
     assert auth.config_sha256 == hashlib.sha256(config.read_bytes()).hexdigest()

@@ -7,9 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from auditor.cli import main
 
 if str(Path(__file__).resolve().parent) not in sys.path:      # pytest's importlib mode does not add it
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -19,6 +16,7 @@ from test_config import (  # noqa: E402
     _have_accelerator_table,
     write_case,
 )
+from helpers import invoke  # noqa: E402
 
 D, FF, L, H, KV, V = 64, 128, 2, 4, 2, 100
 HD = D // H
@@ -29,9 +27,6 @@ TINY_MATMUL = L * (D * H * HD + 2 * D * KV * HD + H * HD * D + 3 * D * FF) + V *
 TINY_PER_TOKEN = 6 * TINY_MATMUL + 12 * L * H * HD * T          # PaLM App. B
 
 
-def invoke(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result
 
 
 def tiny_config(tmp_path: Path, run: str = "tiny-run", extra: str = "") -> Path:
@@ -166,7 +161,7 @@ def test_factory_module_broken_at_import_exits_2(tmp_path, monkeypatch, source):
     assert "model.factory" in result.stderr
 
 
-# ----- --format json: the DESIGN.md contract
+# ----- --format json: the sealed record's contract
 
 COUNT_KEYS = {"total_flops", "low", "high", "flops", "flops_per_token", "tokens", "parameters",
               "active_parameters", "embedding_parameters", "base_compute_flops", "threshold_flops",

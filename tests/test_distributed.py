@@ -242,6 +242,7 @@ def _scenario(ranks, name):
     return out
 
 
+@pytest.mark.slow
 def test_two_ranks_total_is_the_sum_of_each_ranks_own_count(ranks):
     r0, r1 = _scenario(ranks, "exact")
     assert r0["own_train"] != r1["own_train"]            # the ranks did different work

@@ -3,10 +3,11 @@ Markdown that renders as tables, and the HTML in a real browser."""
 import json
 from pathlib import Path
 
-from browser import browse, needs_chromium
-from click.testing import CliRunner
+import pytest
 
-from auditor.cli import main
+from browser import browse, needs_chromium
+from helpers import invoke
+
 from auditor.preflight import assess
 from auditor.record import dossier
 from auditor.report.views import dossier_html, dossier_markdown
@@ -21,8 +22,6 @@ def small_dossier(tmp_path: Path, run: str = "small-run", name: str = "run.yaml"
     return dossier.build(plan, run=plan["run"], config_path=config)
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_canonical_sealed_and_ints(tmp_path):
@@ -41,6 +40,7 @@ def test_canonical_sealed_and_ints(tmp_path):
     assert invoke("verify", path).exit_code == 0
 
 
+@pytest.mark.slow
 def test_every_single_byte_change_is_caught(tmp_path):
     path = dossier.write(small_dossier(tmp_path), tmp_path / "dossier.json")
     original = path.read_bytes()

@@ -158,6 +158,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_trainer_under_torchrun_two_ranks_sum(tmp_path):
     """torchrun, 2 CPU processes (gloo DDP): each rank's callback ends with the run's totals."""
     from torchrun import run_on_two_ranks

@@ -254,6 +254,7 @@ with open({out!r} + f"/rank{{trainer.global_rank}}.json", "w") as fh:
 """
 
 
+@pytest.mark.slow
 def test_ddp_on_two_ranks_logs_the_sum_of_both(tmp_path):
     """torchrun, 2 CPU processes (gloo DDP): 36 samples split 18 a rank, batches of 8, 8 and 2."""
     from torchrun import run_on_two_ranks

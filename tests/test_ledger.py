@@ -1,6 +1,5 @@
-"""The run ledger: format, hashing, tamper detection, torn tails, resume, cadence, verify_run."""
+"""The run ledger: format, hashing, tamper detection, torn tails, resume, cadence, check_ledger."""
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -17,7 +16,7 @@ from auditor.record.ledger import (
     read_ledger,
     record_hash,
     verify_ledger,
-    verify_run,
+    check_ledger,
 )
 from auditor.record.ledger_writer import Ledger
 
@@ -105,9 +104,8 @@ def test_every_single_byte_change_is_caught(tmp_path):
     assert checked > 15 * len(original)
     # and through the CLI helper: exit 1, the record named
     target.write_bytes(original.replace(b'"flops":2000', b'"flops":2001'))
-    out, err = io.StringIO(), io.StringIO()
-    assert verify_run(target, out=out, err=err) == 1
-    assert "line 3 (record seq 2)" in out.getvalue() and "hash mismatch" in out.getvalue()
+    code, line, _ = check_ledger(target)
+    assert code == 1 and "line 3 (record seq 2)" in line and "hash mismatch" in line
 
 
 def rewrite(path, index, **changes):
@@ -331,34 +329,30 @@ def test_buffered_records_are_written_at_exit(tmp_path):
     assert res.ok and not res.closed and res.records == 6 and res.total == 50
 
 
-def test_verify_run(tmp_path):
-    out, err = io.StringIO(), io.StringIO()
+def test_check_ledger_exit_codes_and_lines(tmp_path):
     make(tmp_path / "ok", steps=2)
-    assert verify_run(tmp_path / "ok", out=out, err=err) == 0
-    assert "intact, 4 records, closed at step 2, total 3,000 FLOPs" in out.getvalue() and not err.getvalue()
-    assert verify_run(tmp_path / "ok" / FILENAME, out=out, err=err) == 0
+    code, line, _ = check_ledger(tmp_path / "ok")
+    assert code == 0 and "intact, 4 records, closed at step 2, total 3,000 FLOPs" in line
+    assert check_ledger(tmp_path / "ok" / FILENAME)[0] == 0
     path = make(tmp_path / "crashed", steps=2, close=False)
     with open(path, "ab") as fh:
         fh.write(b'{"eval')
-    out = io.StringIO()
-    assert verify_run(tmp_path / "crashed", out=out, err=err) == 0
-    assert "open (not closed)" in out.getvalue() and "torn last line of 6 bytes" in out.getvalue()
+    code, line, _ = check_ledger(tmp_path / "crashed")
+    assert code == 0 and "open (not closed)" in line and "torn last line of 6 bytes" in line
     rewrite(make(tmp_path / "bad", steps=2), 2, flops=5)
-    out = io.StringIO()
-    assert verify_run(tmp_path / "bad", out=out, err=err) == 1
-    assert out.getvalue().count("\n") == 1 and "line 3 (record seq 2)" in out.getvalue()
+    code, line, _ = check_ledger(tmp_path / "bad")
+    assert code == 1 and "\n" not in line and "line 3 (record seq 2)" in line
     for missing in (tmp_path / "nope", tmp_path / "ok" / "nope.jsonl"):
-        err = io.StringIO()
-        assert verify_run(missing, out=out, err=err) == 2 and err.getvalue().startswith("error:")
+        code, line, _ = check_ledger(missing)
+        assert code == 2 and line.startswith("error:")
     (tmp_path / "emptydir").mkdir()
     (tmp_path / "other.json").write_text('{"run": "x"}\n{"total_flops": 1}\n')
     (tmp_path / "empty.jsonl").write_bytes(b"")
     for bad_input in ("emptydir", "other.json", "empty.jsonl"):
-        err = io.StringIO()
-        assert verify_run(tmp_path / bad_input, out=out, err=err) == 2, bad_input
-        assert err.getvalue().startswith("error:") and err.getvalue().count("\n") == 1
+        code, line, _ = check_ledger(tmp_path / bad_input)
+        assert code == 2 and line.startswith("error:") and "\n" not in line, bad_input
     if os.geteuid() != 0:
         locked = make(tmp_path / "locked", steps=1)
         locked.chmod(0)
-        err = io.StringIO()
-        assert verify_run(locked, out=out, err=err) == 2 and "Permission denied" in err.getvalue()
+        code, line, _ = check_ledger(locked)
+        assert code == 2 and "Permission denied" in line

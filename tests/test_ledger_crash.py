@@ -124,6 +124,7 @@ def test_uninterrupted_run(tmp_path):
     check_complete(tmp_path)
 
 
+@pytest.mark.slow
 def test_sigkill_at_20_random_moments(tmp_path):
     rng = random.Random(20250801)
     finish(tmp_path / "calibrate", "fresh")

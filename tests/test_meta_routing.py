@@ -94,6 +94,7 @@ def test_gemma4_preflights_although_its_config_refuses_global_per_layer_reads(tm
     assert not any("mixture of experts" in a for e in result.estimates for a in e.assumptions)
 
 
+@pytest.mark.slow
 def test_gemma4_moe_block_counts_k_of_e_experts():
     from auditor.counting.modelinfo import model_info
     from auditor.counting.moe import is_moe

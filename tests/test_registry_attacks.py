@@ -5,16 +5,11 @@ import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
+from helpers import invoke
 from registry_runs import E, at, daily, registry_url, write_run  # noqa: F401  (a fixture)
 from test_attacks_records import TOTAL, forge, keys, rechain, signed_run, train  # noqa: F401  (fixtures)
 
-from auditor.cli import main
 from auditor.record.ledger import FILENAME
-
-
-def invoke(*args, env=None):
-    return CliRunner().invoke(main, [str(a) for a in args], env=env)
 
 
 def runs_in(url) -> list[dict]:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from click.testing import CliRunner
 from registry_runs import E, at, daily, registry_url, write_run  # noqa: F401  (a fixture)
 
@@ -26,6 +28,7 @@ for path in paths:
 """
 
 
+@pytest.mark.slow
 def test_eight_processes_adding_runs_at_once_record_each_run_once(registry_url, tmp_path):
     shared = write_run(tmp_path / "shared" / "run", at("2026-02-01"), daily(2, 7, E, "2026-02"), name="shared",
                        close=at("2026-02-09"))

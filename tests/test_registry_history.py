@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import invoke
 from registry_runs import E, at, daily, registry_url, three_stages, write_run  # noqa: F401  (a fixture)
 
 from auditor.cli import main
@@ -29,8 +30,6 @@ deadlines:
 """
 
 
-def invoke(*args, env=None):
-    return CliRunner().invoke(main, [str(a) for a in args], env=env)
 
 
 def add(url, target, *args):
@@ -275,10 +274,10 @@ def test_show_gives_the_lineage_tree_and_each_stage(registry_url, tmp_path):
     result = invoke("registry", "show", "m-rl", "--rules", SB53, "--as-of", "2026-04-10", "--registry", registry_url)
     assert result.exit_code == 0, result.output
     text = result.output
-    assert "m-rl: own 6.00e+24, cumulative 1.01e+26" in text
-    assert "└─ fine-tuned from m-sft (same developer): own 5.00e+24, cumulative 9.50e+25" in text
-    assert "   └─ fine-tuned from m (same developer): own 9.00e+25, cumulative 9.00e+25" in text
-    assert "rl        1  6.00e+24  2.40e+24  3.60e+24" in text
+    assert "m-rl: own 6.0e24, cumulative 1.01e26" in text
+    assert "└─ fine-tuned from m-sft (same developer): own 5.0e24, cumulative 9.5e25" in text
+    assert "   └─ fine-tuned from m (same developer): own 9.0e25, cumulative 9.0e25" in text
+    assert "rl        1   6.0e24    2.4e24    3.6e24" in text
     assert "2026-04-07T00:00:00" in text
 
 

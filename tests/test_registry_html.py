@@ -4,16 +4,12 @@ the figures a reviewer needs: each model's verdicts, crossing dates and deadline
 import re
 
 from browser import browse, needs_chromium
-from click.testing import CliRunner
+from helpers import invoke
 from registry_runs import E, at, daily, three_stages, write_run
-
-from auditor.cli import main
 
 HOSTILE = "<script>alert(1)</script>"
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def build_page(tmp_path):
@@ -52,7 +48,7 @@ def test_the_registry_page_in_headless_chromium(tmp_path):
     assert HOSTILE in headings and "m" in headings and "Runs and plans" in headings
     assert banner.startswith("Crossed:") and HOSTILE in banner
     # m: 1.01e26 cumulative, SB 53 crossed on 2026-04-07 after 2026-04-06; the EU notice due 2026-02-17
-    assert "1.01e+26 FLOP cumulative" in text and "2026-04-07T00:00:00Z" in text and "after 2026-04-06T00:00:00Z" in text
+    assert "1.01e26 FLOP cumulative" in text and "2026-04-07T00:00:00Z" in text and "after 2026-04-06T00:00:00Z" in text
     assert "notify the Commission by 2026-02-17" in text
     assert 'it\'s "theirs"' in text and "another developer" in text
     assert seen.screenshot.stat().st_size > 20_000

@@ -5,20 +5,17 @@ import json
 import warnings
 
 import torch
-from click.testing import CliRunner
+from helpers import invoke
 from registry_runs import E, at, daily, registry_url, three_stages, write_run  # noqa: F401  (a fixture)
 from test_attacks_records import TOTAL
 
 from auditor import ComputeAudit
-from auditor.cli import main
 from auditor.record.ledger import read_ledger
 from auditor.registry.live import LIVE, RunRecorder
 
 SB53 = "us-ca-sb53-frontier-model"
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def tiny_training(run_dir, registry, steps=5):

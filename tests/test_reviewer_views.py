@@ -7,9 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import invoke
 
-from auditor.cli import main
 from auditor.methods.energy import energy_from_plan
 from auditor.methods.hardware import find_accelerator
 from auditor.record import dossier
@@ -20,8 +19,6 @@ from auditor.report.views import dossier_html
 AS_OF = "2026-06-01"
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:

@@ -4,6 +4,7 @@ directly from Estimates: no model is counted here."""
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from datetime import date
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from auditor.estimate import Estimate, band
 from auditor.preflight import Preflight
 from auditor.rules.rule_file import RuleError, validate_rule_file
 from auditor.rules.selection import bundled_rules, load_rules
-from auditor.rules.verdicts import Verdict, evaluate, evaluate_rule, gate_failures, sci
+from auditor.rules.verdicts import Verdict, evaluate, evaluate_rule, fails_gate
+from auditor.text import sci, two_significant
 
 REPO = Path(__file__).resolve().parents[1]
 AS_OF = date(2026, 3, 1)
@@ -192,7 +194,7 @@ def test_eo_14110_and_sb1047_are_not_in_force_with_their_dates():
     bis = verdict(big, "us-bis-4e091")
     assert bis.inactive == "rescinded" and "2025-05-13" in bis.reason
     assert verdict(big, "us-bis-reporting-proposed").inactive == "proposed"
-    assert not gate_failures([eo, sb1047, bis])
+    assert not any(fails_gate(v) for v in (eo, sb1047, bis))
 
 
 def test_raise_comes_into_force_on_2027_01_01():
@@ -232,10 +234,11 @@ def test_verdicts_carry_the_json_contract():
     assert any("$500 million" in u for u in sb53.unverified)
 
 
-def test_gate_failures_are_blocking_rules_crossed_or_at_risk():
+def test_the_gate_fails_on_blocking_rules_crossed_or_at_risk():
     verdicts = evaluate(run(3 * E25), load_rules(["example-lab-policy", "eu-ai-act-gpai-indicative"]), AS_OF)
     assert [v.status for v in verdicts] == ["crossed", "crossed", "crossed"]
-    assert [v.rule for v in gate_failures(verdicts)] == ["example-lab-policy-budget"]
+    assert [v.rule for v in verdicts if fails_gate(v)] == ["example-lab-policy-budget"]
+    assert [v.rule for v in verdicts if fails_gate(v.to_dict())] == ["example-lab-policy-budget"]
 
 
 def test_estimate_alone_and_default_as_of():
@@ -245,8 +248,14 @@ def test_estimate_alone_and_default_as_of():
     assert evaluate(run(E24), [RULES["eu-ai-act-systemic-risk"]])[0].as_of == date.today().isoformat()
 
 
-def test_sci():
+def test_sci_is_exact_where_four_digits_hold_the_figure_and_marked_where_not():
     assert [sci(E25), sci(114 * E24), sci(56 * 10**23), sci(E25 + 1)] == ["1.0e25", "1.14e26", "5.6e24", "~1.000e25"]
+    assert [sci(0), sci(3000), sci(614_400), sci(12_345), sci(26_594_230 * 10**18)] == \
+        ["0", "3.0e3", "6.144e5", "~1.235e4", "~2.659e25"]              # half up: 1.2345 -> 1.235
+    assert [sci(99_996 * 10**21), sci(Fraction(E25, 3)), sci(1e25), sci(2.5e12)] == \
+        ["~1.000e26", "~3.333e24", "1.0e25", "2.5e12"]                  # a float as its shortest repr
+    assert [sci(114 * E24, 2), sci(26_594_230 * 10**18, 2)] == ["~1.1e26", "~2.7e25"]
+    assert [two_significant(26_594_230 * 10**18), two_significant(E25)] == ["2.7e25", "1.0e25"]  # the form's rounding
 
 
 def test_docs_list_every_bundled_rule():

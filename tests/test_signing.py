@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
 from auditor import ComputeAudit
-from auditor.cli import main
 from auditor.record.ledger import FILENAME, SIGNATURE_FILENAME, read_ledger
 from auditor.record.signing import (
     PAYLOAD_TYPE,
@@ -20,10 +18,9 @@ from auditor.record.signing import (
     SigningError,
     new_keypair,
 )
+from helpers import invoke
 
 
-def invoke(*args, env=None):
-    return CliRunner().invoke(main, [str(a) for a in args], env=env)
 
 
 def test_keys_new_writes_a_0600_private_key_and_never_overwrites(tmp_path, monkeypatch):

@@ -59,7 +59,7 @@ def test_per_layer_settings_are_not_sliced():
 def test_a_slice_too_costly_for_the_machine_is_refused(monkeypatch):
     monkeypatch.setattr(slices, "MAX_SLICE_FLOPS", 10 ** 6)
     config = {"model_type": "xlm", **META_FAILING["xlm"]}
-    with pytest.raises(slices.SliceRefused, match="FLOPs of real arithmetic, over the 1e\\+06"):
+    with pytest.raises(slices.SliceRefused, match="FLOPs of real arithmetic, over the 1.0e6 "):
         slices.count_hf_by_slices(config, 32)
 
 

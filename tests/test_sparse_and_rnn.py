@@ -144,7 +144,7 @@ def test_sparse_on_meta():
 
 # --- recurrent layers: the CPU's fused kernel and the meta device's matmuls agree --------------
 
-T, B, I, H = 5, 3, 4, 6
+T, B, I, H = 5, 3, 4, 6  # noqa: E741  (the papers' names: time, batch, input, hidden)
 GATES = {torch.nn.LSTM: 4, torch.nn.GRU: 3, torch.nn.RNN: 1}
 
 

@@ -292,6 +292,7 @@ def gpt2_closed_form(lengths, d=64, layers=2, vocab=100, sequences=2):
     return 3 * (2 * tokens * 12 * d * d * layers + 2 * tokens * d * vocab + attention)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "activation-checkpointing"])
 def test_gpt2_chosen_and_rejected_equal_counting_every_op(checkpointing):
     model, opt = gpt2()

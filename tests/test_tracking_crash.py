@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from auditor.record.ledger import read_ledger, verify_ledger
 
 STEPS, EVERY = 300, 5
@@ -52,6 +54,7 @@ def child(run_dir):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_killed_twenty_times_then_resumed_total_is_exact(tmp_path):
     rng = random.Random(20261125)
     run_dir = tmp_path / "run"

@@ -19,6 +19,7 @@ from auditor.cli.common import (
     render_preflight,
     write_output,
 )
+from auditor.text import sci
 
 
 @main.command()
@@ -53,7 +54,7 @@ def authorize(config: Path, key_path: Path, budget: str, expires, conditions, su
     data = preflight_dict(config, rules, as_of)
     click.echo(render_preflight(data, "text"))
     if flops < data["high"]:
-        click.echo(f"warning: the budget {flops:.2e} is below the plan's high end {data['high']:.2e}: the run may "
+        click.echo(f"warning: the budget {sci(flops)} is below the plan's high end {sci(data['high'])}: the run may "
                    f"stop before it ends", err=True)
     try:
         envelope = make(config, key, budget=flops, preflight=data, expires=expires.date() if expires else None,

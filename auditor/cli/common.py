@@ -88,7 +88,7 @@ def base_compute(registry_url: str | None):
 
     try:
         found = BaseCompute(registry_url)
-        found.graph                       # read once, up front: a registry that fails is the command's error
+        _ = found.graph                   # read once, up front: a registry that fails is the command's error
         return found
     except RegistryError as exc:
         fail(str(exc))

@@ -26,7 +26,8 @@ from auditor.cli.common import (
     write_output,
 )
 from auditor.files import write_atomic
-from auditor.report.formatting import percent, sci, table
+from auditor.report.formatting import percent, table
+from auditor.text import sci
 
 
 def render_count(result, title: str, depth: int) -> str:
@@ -38,7 +39,8 @@ def render_count(result, title: str, depth: int) -> str:
         ["training step", f"{total:,}", "100.0%"],
     ]))
     if result.tokens:
-        lines.append(f"\nper token: {result.flops_per_token:,} FLOPs ({sci(result.flops_per_token)}) over {result.tokens:,} tokens")
+        lines.append(f"\nper token: {result.flops_per_token:,} FLOPs ({sci(result.flops_per_token)}) over "
+                     f"{result.tokens:,} tokens")
     if result.hardware_total != total:
         lines.append(f"executed by the hardware (recomputation, dense-masked experts): {result.hardware_total:,}")
     lines.append("\nby operator")
@@ -169,22 +171,34 @@ def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths,
     Exit 0 when every blocking rule is clear for every config, 1 when one is crossed or at risk
     (or a config needs a trusted run), 2 when a config is bad input (the others are still checked
     and reported, and the JUnit file is written)."""
+    from auditor.report.gate import Gate, collect_configs
+    from auditor.text import printable
+
+    chosen, trust, above, keys = _gate_settings(rules, policy, allow_factory, allow_paths, max_modules,
+                                                authorization_above, trusted_keys)
+    lineage_from = base_compute(registry_url)
+    configs, missing = collect_configs(list(paths))
+    if not configs and not missing:
+        fail(f"no training configs (*.yaml, *.yml) found in {', '.join(printable(p) for p in paths)}")
+    result = Gate(results=list(missing))
+    quiet_libraries()
+    for n, path in enumerate(configs, 1):
+        click.echo(f"[{n}/{len(configs)}] {printable(path)}", err=True)
+        result.results.append(_gate_one(path, chosen, as_of, trust, lineage_from, above, keys))
+    _gate_outputs(result, junit, github)
+    sys.exit(result.exit_code)
+
+
+def _gate_settings(rules, policy, allow_factory, allow_paths, max_modules, authorization_above, trusted_keys):
+    """(the gate's rules, its trust, the authorization line, the approvers' keys), checked once, up
+    front: a bad --rules, policy or key is the command's error, not each config's."""
     from auditor.inputs.policy import gate_trust, load_policy
     from auditor.inputs.run_config import ConfigError
-    from auditor.preflight import NeedsTrustedRun
-    from auditor.report.gate import (
-        Gate,
-        GateResult,
-        check_authorization,
-        collect_configs,
-        github_annotations,
-        junit_xml,
-    )
+    from auditor.inputs.values import positive_count
     from auditor.rules.rule_file import RuleError
     from auditor.rules.selection import load_rules
-    from auditor.text import error_text, printable
 
-    try:  # checked once, up front: a bad --rules or policy is the command's error, not each config's
+    try:
         chosen = load_rules(list(rules)) if rules else None
     except RuleError as exc:
         fail(f"--rules: {exc}")
@@ -197,41 +211,45 @@ def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths,
         allow_factory = (*loaded.allow_factory, *allow_factory)
         allow_paths = (*loaded.allow_paths, *allow_paths)
         max_modules = max_modules or loaded.max_modules
-    trust = gate_trust(allow_factory, allow_paths, max_modules)
-    lineage_from = base_compute(registry_url)
     above = None
     if authorization_above is not None:
-        from auditor.inputs.values import positive_count
-
         try:
             above = positive_count(authorization_above, "number of FLOPs")
         except ValueError as exc:
             fail(f"--require-authorization-above: {exc}")
         if not trusted_keys:
             fail("--require-authorization-above: give the approvers' public keys with --trusted-key NAME.pub")
-    keys = load_trusted_keys(trusted_keys)
-    configs, missing = collect_configs(list(paths))
-    if not configs and not missing:
-        fail(f"no training configs (*.yaml, *.yml) found in {', '.join(printable(p) for p in paths)}")
-    result = Gate(results=list(missing))
-    quiet_libraries()
-    for n, path in enumerate(configs, 1):
-        click.echo(f"[{n}/{len(configs)}] {printable(path)}", err=True)
-        # Nothing a config does ends the gate: every failure is that config's row, and the loop goes on.
-        try:
-            result.results.append(GateResult(path, assess_or_error(path, chosen, as_of, quiet=True, trust=trust,
-                                                                   lineage_from=lineage_from).to_dict()))
-            if above is not None:
-                check_authorization(result.results[-1], above, keys, as_of.date() if as_of else None)
-        except NeedsTrustedRun as exc:
-            result.results.append(GateResult(path, untrusted=" ".join(str(exc).split())))
-        except BadInput as exc:
-            result.results.append(GateResult(path, error=" ".join(str(exc).split())))
-        except MemoryError:
-            result.results.append(GateResult(path, error=f"{printable(path)}: ran out of memory while checking it"))
-        except (Exception, SystemExit) as exc:   # a bug of ours: reported, not a traceback, not an exit
-            result.results.append(GateResult(path, error=f"{printable(path)}: internal error while checking it "
-                                                         f"(please report): {error_text(exc)}"))
+    return chosen, gate_trust(allow_factory, allow_paths, max_modules), above, load_trusted_keys(trusted_keys)
+
+
+def _gate_one(path, chosen, as_of, trust, lineage_from, above, keys):
+    """One config's GateResult. Nothing a config does ends the gate: every failure is its row."""
+    from auditor.preflight import NeedsTrustedRun
+    from auditor.report.gate import GateResult, check_authorization
+    from auditor.text import error_text, printable
+
+    try:
+        result = GateResult(path, assess_or_error(path, chosen, as_of, quiet=True, trust=trust,
+                                                  lineage_from=lineage_from).to_dict())
+        if above is not None:
+            check_authorization(result, above, keys, as_of.date() if as_of else None)
+        return result
+    except NeedsTrustedRun as exc:
+        return GateResult(path, untrusted=" ".join(str(exc).split()))
+    except BadInput as exc:
+        return GateResult(path, error=" ".join(str(exc).split()))
+    except MemoryError:
+        return GateResult(path, error=f"{printable(path)}: ran out of memory while checking it")
+    except (Exception, SystemExit) as exc:   # a bug of ours: reported, not a traceback, not an exit
+        return GateResult(path, error=f"{printable(path)}: internal error while checking it (please report): "
+                                      f"{error_text(exc)}")
+
+
+def _gate_outputs(result, junit, github) -> None:
+    """The table, always; the JUnit file (one that cannot be written makes the exit 2); annotations."""
+    from auditor.report.gate import github_annotations, junit_xml
+    from auditor.text import printable
+
     click.echo(render_gate(result))
     if junit:
         try:
@@ -242,7 +260,6 @@ def gate(paths, rules, as_of, junit, github, policy, allow_factory, allow_paths,
     if github:
         for line in github_annotations(result):
             click.echo(line)
-    sys.exit(result.exit_code)
 
 
 def render_gate(result) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from auditor.cli.common import AS_OF_OPTION, fail, main
-from auditor.report.formatting import sci, table
+from auditor.report.formatting import table
+from auditor.text import sci
 
 
 @main.group()
@@ -35,7 +36,8 @@ def thresholds_list(as_of) -> None:
         d = rule.to_dict()
         threshold = (f"{d['comparison']} {sci(int(d['threshold_flops']))}" if d.get("threshold_flops") is not None
                      else f"{d['comparison']} {d['ratio']} of base")
-        rows.append([d["id"], d["jurisdiction"], threshold, d["basis"], status_on(rule, day), "yes" if d["blocking"] else "no",
+        rows.append([d["id"], d["jurisdiction"], threshold, d["basis"], status_on(rule, day),
+                     "yes" if d["blocking"] else "no",
                      "when named (an example)" if rule.is_example else "by default"])
     click.echo(table(["rule", "jurisdiction", "threshold", "basis", "status", "blocking", "judged"], rows))
 

@@ -81,9 +81,8 @@ class MetaCache:
         found = self._outputs.get(key)
         if found is None:
             out = func(*args, **kwargs)
-            if isinstance(out, torch.Tensor) and out.is_meta and type(out) is torch.Tensor:
-                self._outputs[key] = out
-            elif isinstance(out, (tuple, list)) and all(type(t) is torch.Tensor and t.is_meta for t in out):
+            tensors = (out,) if isinstance(out, torch.Tensor) else out if isinstance(out, (tuple, list)) else ()
+            if tensors and all(type(t) is torch.Tensor and t.is_meta for t in tensors):
                 self._outputs[key] = out
             return out
         self.hits += 1

@@ -21,11 +21,6 @@ class ModelInfo:
     qk_head_dim: int | None = None  # the width of q . k a head (MLA: nope + rope, 192 in DeepSeek-V3)
     v_head_dim: int | None = None   # the width of v a head (MLA: v_head_dim, 128 in DeepSeek-V3)
 
-    @property
-    def d_attn(self) -> int | None:
-        """The attention-score width, heads x the q . k width a head."""
-        return self.n_heads * self.qk_head_dim if self.n_heads and self.qk_head_dim else None
-
     def to_dict(self) -> dict:
         return asdict(self)
 

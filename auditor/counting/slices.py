@@ -25,6 +25,7 @@ from typing import Any
 
 from auditor.counting.limits import LAYER_FIELDS
 from auditor.counting.result import StepCount
+from auditor.text import sci
 
 MAX_SLICE_FLOPS = 4 * 10 ** 12    # real arithmetic for all slices together: about a minute on 2 cores
 MAX_SLICE_BYTES = 12 * 2 ** 30    # fp32 weights and gradients of the largest slice, and a quarter more
@@ -152,8 +153,8 @@ def slice_cost(parameters_of_depth, counts: dict[tuple[str, ...], int], seq_len:
 def check_affordable(parameters_of_depth, counts: dict[tuple[str, ...], int], seq_len: int) -> None:
     flops, size = slice_cost(parameters_of_depth, counts, seq_len)
     if flops > MAX_SLICE_FLOPS:
-        raise SliceRefused(f"counting its slices on the CPU would take about {flops:.1e} FLOPs of real arithmetic, "
-                           f"over the {MAX_SLICE_FLOPS:.0e} this machine is given for it")
+        raise SliceRefused(f"counting its slices on the CPU would take about {sci(flops, 2)} FLOPs of real arithmetic, "
+                           f"over the {sci(MAX_SLICE_FLOPS)} this machine is given for it")
     if size > MAX_SLICE_BYTES:
         raise SliceRefused(f"its slices would need about {math.ceil(size / 2 ** 30)} GiB on the CPU, over "
                            f"{MAX_SLICE_BYTES // 2 ** 30} GiB")

@@ -122,7 +122,8 @@ def probe_forward(model: torch.nn.Module, inputs: Any) -> None:
                 b.copy_(saved)
 
 
-def count_step(model: torch.nn.Module, inputs: Any = None, *, shapes: Any = None, loss_fn: Callable[[Any], torch.Tensor] | None = None,
+def count_step(model: torch.nn.Module, inputs: Any = None, *, shapes: Any = None,
+               loss_fn: Callable[[Any], torch.Tensor] | None = None,
                backward: bool = True, tokens: int | None = None, repeated_blocks: bool = True,
                name: str | None = None) -> StepCount:
     """FLOPs of one training step of ``model`` on ``inputs`` (a tensor, tuple or mapping).

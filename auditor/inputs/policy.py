@@ -65,7 +65,8 @@ class PolicyFile(_Section):
         "a list of rule ids or rule file paths", "a rule id or a rule file path"))] = Field(
         None, description="the gate's rules: bundled ids, rule-set ids or rule file paths (default: every bundled rule)")
     allow_factory: Annotated[list[str] | None, BeforeValidator(_texts(
-        "a list of import-path patterns, e.g. ['ourlab.models:*']", "an import-path pattern such as 'ourlab.models:*'"))] = Field(
+        "a list of import-path patterns, e.g. ['ourlab.models:*']",
+        "an import-path pattern such as 'ourlab.models:*'"))] = Field(
         None, description="fnmatch patterns of 'module:function' the gate may import")
     allow_paths: Annotated[list[str] | None, BeforeValidator(_texts("a list of folders", "a folder"))] = Field(
         None, description="folders configs may name files in, besides their own repository")

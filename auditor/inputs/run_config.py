@@ -87,14 +87,12 @@ def _kwargs(value: Any) -> dict[str, Any]:
 
 def _accelerator(value: Any) -> str:
     text = printable_text(value, "an accelerator id, e.g. H100-SXM", 100)
-    try:
-        from auditor.methods import hardware
-    except ImportError:             # no accelerator table installed: checked where it is used
-        return text
-    found = getattr(hardware, "find_accelerator", lambda name: None)(text)   # ids and aliases, spelled loosely
+    from auditor.methods import hardware  # here, not at import: reading a config needs no accelerator table
+
+    found = hardware.find_accelerator(text)   # ids and aliases, spelled loosely
+    if found is not None:
+        return found.id                       # stored as the table spells it
     ids = list(hardware.accelerator_ids())
-    if found is not None or text in ids:
-        return found.id if found is not None else text     # stored as the table spells it
     listed = ", ".join(ids[:12]) + (f" and {len(ids) - 12} more" if len(ids) > 12 else "")
     raise ValueError(f"got {short(value)}; expected an accelerator id from the table: {listed}{suggest(text, ids)}")
 

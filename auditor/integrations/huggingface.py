@@ -48,7 +48,7 @@ class AuditCallback(AuditOptions, TrainerCallback):
 
     @property
     def _running(self) -> bool:
-        return self.audit is not None and self.audit._started
+        return self.audit is not None and self.audit.running
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is None:

@@ -144,7 +144,7 @@ class AuditCallback(AuditOptions, Callback):
 
     # ---------------------------------------------------------------- steps
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if self.audit is None or not self.audit._started:
+        if self.audit is None or not self.audit.running:
             return
         self._stepped = True
         if not self._manual:
@@ -153,7 +153,7 @@ class AuditCallback(AuditOptions, Callback):
             self._signal.before()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._stepped and self.audit is not None and self.audit._started:
+        if self._stepped and self.audit is not None and self.audit.running:
             self._end_step()
             every = trainer.log_every_n_steps
             if trainer.loggers and every and trainer.global_step % every == 0:

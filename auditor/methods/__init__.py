@@ -10,8 +10,6 @@ docs/methods.md describes the three.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from auditor.methods.analytic import (
     analytic_estimate,
     chinchilla_appendix_f,
@@ -31,11 +29,4 @@ from auditor.methods.hardware import (
 
 __all__ = ["analytic_estimate", "six_nd", "kaplan", "palm", "chinchilla_forward", "chinchilla_appendix_f",
            "hardware_estimate", "Accelerator", "UnknownAccelerator", "accelerator_ids", "find_accelerator",
-           "get_accelerator", "counted_estimate"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "counted_estimate":  # keeps `import auditor.methods` free of torch
-        from auditor.methods.counted import counted_estimate
-        return counted_estimate
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+           "get_accelerator"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from auditor.estimate import Estimate, two_significant
+from auditor.estimate import Estimate
+from auditor.text import sci
 
 TOLERANCE = Fraction(13, 10)      # the EU's 30 %
 
@@ -46,7 +47,7 @@ def disagreements(estimates: list[Estimate]) -> list[dict[str, Any]]:
             ratio = Fraction(big.flops, small.flops)
             if ratio > TOLERANCE:
                 out.append({"methods": [big.method, small.method], "ratio": float(ratio),
-                            "text": f"the {big.method} figure ({two_significant(big.flops)} FLOP) is {float(ratio):.2f}x "
-                                    f"the {small.method} figure ({two_significant(small.flops)}), beyond the 30 % the EU "
+                            "text": f"the {big.method} figure ({sci(big.flops)} FLOP) is {float(ratio):.2f}x "
+                                    f"the {small.method} figure ({sci(small.flops)}), beyond the 30 % the EU "
                                     f"guidelines allow: {_reason(big, small)}"})
     return out

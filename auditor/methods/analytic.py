@@ -22,6 +22,7 @@ from typing import Any
 from auditor.estimate import Estimate
 from auditor.estimate import band as _band
 from auditor.inputs.values import positive_count
+from auditor.text import sci
 
 __all__ = ["six_nd", "kaplan", "palm", "chinchilla_forward", "chinchilla_appendix_f", "analytic_estimate"]
 
@@ -182,7 +183,7 @@ def analytic_estimate(n_params: int, tokens: int, *, active_params: int | None =
         details.update(active_params=n, six_nd_total_params=over, total_over_active=_ratio(total, n))
         assumptions.append(
             f"mixture of experts: N counts the {n:,} parameters a token visits; 6 x all {total:,} parameters "
-            f"would give {over:.2e} FLOPs, {_ratio(total, n):.1f}x the central figure, counting experts "
+            f"would give {sci(over)} FLOPs, {_ratio(total, n):.1f}x the central figure, counting experts "
             "that do no work for the token")
     else:
         assumptions.append("dense model: N is the total parameter count, as the EU guidelines' 6PD uses "
@@ -200,9 +201,9 @@ def analytic_estimate(n_params: int, tokens: int, *, active_params: int | None =
         palm_form = "(6N + 12 L H Q T)" if same else "(6N + 6 L H T (d_qk + d_v))"
         assumptions += [
             _widths_text(n_heads, head_dim, v_head_dim, width, v_width),
-            f"Kaplan et al. 2020 Table 1: C = (6N + 6 n_layer n_ctx d_attn) D = {k_fig:.3e} "
+            f"Kaplan et al. 2020 Table 1: C = (6N + 6 n_layer n_ctx d_attn) D = {sci(k_fig)} "
             f"({_ratio(k_fig, central):.3f}x 6ND; n_layer {layers}, n_ctx {ctx}, d_attn {width}: the q . k width)",
-            f"PaLM, Chowdhery et al. 2022 App. B: C = {palm_form} D = {p_fig:.3e} "
+            f"PaLM, Chowdhery et al. 2022 App. B: C = {palm_form} D = {sci(p_fig)} "
             f"({_ratio(p_fig, central):.3f}x 6ND{'' if same else '; its 12 L H Q T with q . k and v apart'}): "
             "both attention matmuls over the full context; causal "
             "masking would make half of that attention work useless, an assumption not a discount",

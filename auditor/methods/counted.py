@@ -56,11 +56,6 @@ def count_for_run(model, seq_len: int, decoder_len: int | None = None) -> tuple[
     return step, count_sequence(model, seq_len // 2, decoder_len // 2 if decoder_len else None).total
 
 
-def counted_estimate(model, seq_len: int, tokens: int, *, decoder_len: int | None = None) -> Estimate:
-    step, half_total = count_for_run(model, seq_len, decoder_len)
-    return estimate_from_counts(step, half_total, seq_len, tokens)
-
-
 def estimate_from_counts(step: StepCount, half_total: int, seq_len: int, tokens: int) -> Estimate:
     """The run's Estimate from one sequence's count (and the count at half its length)."""
     run = Fraction(step.total * tokens, seq_len)

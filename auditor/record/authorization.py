@@ -31,7 +31,7 @@ from auditor.record.signing import (
     statement,
     subject_digest,
 )
-from auditor.text import printable
+from auditor.text import printable, sci
 
 PREDICATE = "https://github.com/auditor/auditor/attestations/authorization/v1"
 MAX_BYTES = 1_000_000
@@ -61,7 +61,7 @@ class Authorization:
 
     def describe(self) -> str:
         until = f" until {self.expires}" if self.expires else ""
-        return (f"{self.run}: {self.budget_flops:.2e} FLOP approved by {self.approver.name} "
+        return (f"{self.run}: {sci(self.budget_flops)} FLOP approved by {self.approver.name} "
                 f"({short_id(self.approver.keyid)}) from {self.valid_from}{until}, for config {self.config_name} "
                 f"(sha256 {self.config_sha256[:16]}...)")
 

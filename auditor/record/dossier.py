@@ -144,7 +144,8 @@ def load(target: str | Path) -> dict[str, Any]:
         raise DossierError(f"{path}: tampered: the dossier names its signer but its signature was removed",
                            tampered=True)
     if raw != canonical(data):
-        where = next((i for i, (a, b) in enumerate(zip(raw, canonical(data))) if a != b), min(len(raw), len(canonical(data))))
+        expected = canonical(data)
+        where = next((i for i, (a, b) in enumerate(zip(raw, expected)) if a != b), min(len(raw), len(expected)))
         raise DossierError(f"{path}: tampered: the bytes differ from the sealed content's canonical form at byte "
                            f"{where}", tampered=True)
     return data

@@ -7,11 +7,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import sys
 from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+
+from auditor.text import sci
 
 FILENAME = "ledger.jsonl"
 
@@ -185,7 +186,7 @@ class VerifyResult:
         state = f"closed at step {self.step:,}" if self.closed else f"open (not closed), last step {self.step:,}"
         tail = f"; a torn last line of {self.torn_bytes} bytes from a crash, set aside on resume" if self.torn else ""
         return (f"{self.path}: intact, {self.records:,} records, {state}, total {self.total:,} FLOPs "
-                f"({self.total:.3e}), head {self.head}{tail}")
+                f"({sci(self.total)}), head {self.head}{tail}")
 
 
 def verify_ledger(path, visit=None) -> VerifyResult:
@@ -220,10 +221,3 @@ def check_ledger(path, visit=None) -> tuple[int, str, VerifyResult | None]:
     except (OSError, ValueError) as exc:
         return 2, f"error: {f'{target}: {exc.strerror}' if isinstance(exc, OSError) else exc}", None
     return (0 if result.ok else 1), result.summary(), result
-
-
-def verify_run(path, *, out=None, err=None) -> int:
-    """check_ledger, printed: the summary on ``out``, or the ``error:`` line on ``err``."""
-    code, line, _ = check_ledger(path)
-    print(line, file=(err or sys.stderr) if code == 2 else (out or sys.stdout))
-    return code

@@ -110,12 +110,10 @@ def check(target: Path, trusted_keys=(), visit=None) -> Findings:
     valid ledger record in the same pass that verifies it (the registry reads a run this way, so
     that what it records is what was verified, not a second read of files that may have changed)."""
     target, trusted, found = Path(target), list(trusted_keys), Findings()
-    if not target.exists():
-        return found.error(f"error: {printable(target)} does not exist")
+    unreadable = _unreadable(target)
+    if unreadable:
+        return found.error(unreadable)
     dossier_file = dossier.locate(target) if target.is_dir() or target.suffix == ".json" else None
-    for path in (dossier_file, target / FILENAME if target.is_dir() else target):
-        if path is not None and path.exists() and not path.is_dir() and kind_of(path):
-            return found.error(f"error: {printable(path)}: {kind_of(path)}")   # a FIFO would block the read
     has_dossier = dossier_file is not None and dossier_file.is_file()
     data = None
     if has_dossier:
@@ -159,6 +157,18 @@ def check(target: Path, trusted_keys=(), visit=None) -> Findings:
     if not trusted:
         found.say(UNSIGNED_NOTE)
     return found
+
+
+def _unreadable(target: Path) -> str | None:
+    """The error line for a target that cannot be read at all: missing, or a special file where
+    the dossier or ledger should be (a FIFO would block the read)."""
+    if not target.exists():
+        return f"error: {printable(target)} does not exist"
+    dossier_file = dossier.locate(target) if target.is_dir() or target.suffix == ".json" else None
+    for path in (dossier_file, target / FILENAME if target.is_dir() else target):
+        if path is not None and path.exists() and not path.is_dir() and kind_of(path):
+            return f"error: {printable(path)}: {kind_of(path)}"
+    return None
 
 
 def _ledger_of(target: Path, dossier_file: Path | None, data: dict | None) -> Path | None:

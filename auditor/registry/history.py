@@ -202,7 +202,7 @@ class Graph:
         actual, planned, before = 0, 0, None
         stream = heapq.merge(((t, 2, run, counted) for t, run, counted in points),
                              ((t, order, None, delta) for t, order, delta in events), key=lambda e: (e[0], e[1]))
-        for when, order, run, value in stream:
+        for when, _order, run, value in stream:
             if run is not None:
                 actual += value - current.get(run, 0)
                 current[run] = value

@@ -48,7 +48,7 @@ class PointSpool:
     """(seq, time, step, counted) rows, on disk until they are inserted."""
 
     def __init__(self):
-        self._file = tempfile.TemporaryFile(mode="w+", encoding="ascii")
+        self._file = tempfile.TemporaryFile(mode="w+", encoding="ascii")  # noqa: SIM115  (kept for the spool's life)
         self.count = 0
 
     def add(self, seq: int, time: str, step: int, counted: int) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from auditor.registry.location import shown
-from auditor.rules.verdicts import sci
+from auditor.text import sci
 from auditor.text import printable
 
 

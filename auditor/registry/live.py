@@ -91,7 +91,7 @@ class RunRecorder:
                 seq, rollouts = -1, 0
             else:
                 if row["model_id"] != model_id or row["stage"] != self.stage:
-                    raise RegistryError(f"this run is recorded already under another model or stage")
+                    raise RegistryError("this run is recorded already under another model or stage")
                 run_id, seq, rollouts = row["id"], row["ledger_seq"], row["rollout_flops"]
             rows, last = [], None
             for rec in self._pending:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from auditor.report.formatting import sci
+from auditor.text import sci
 from auditor.text import printable
 
 ORDER = ("crossed", "at_risk", "clear")

@@ -17,7 +17,8 @@ from fractions import Fraction
 from typing import Any
 
 from auditor.registry.history import Graph, Triple
-from auditor.rules.verdicts import evaluate_rule, sci
+from auditor.rules.verdicts import evaluate_rule
+from auditor.text import sci
 
 LIVE = ("crossed", "at_risk")
 

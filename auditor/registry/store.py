@@ -28,7 +28,7 @@ from auditor.registry.names import (
     weight_text,
 )
 from auditor.registry.schema import RELATIONS, Edge, Model, Point, Run
-from auditor.text import printable
+from auditor.text import printable, sci
 
 BATCH = 5000
 
@@ -48,7 +48,7 @@ class Added:
         what = "plan" if self.kind == "planned" else "run"
         extra = "".join(f"; {n}" for n in self.notes)
         return (f"{self.outcome}: {what} {self.identity[:16]} of model {printable(self.model)}, "
-                f"{self.counted:,} FLOPs ({self.counted:.3e}){extra}")
+                f"{self.counted:,} FLOPs ({sci(self.counted)}){extra}")
 
 
 def now() -> datetime:

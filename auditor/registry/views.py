@@ -7,7 +7,8 @@ from typing import Any
 
 from auditor.registry.history import Graph, RunNode
 from auditor.registry.status import iso, judge, status
-from auditor.report.formatting import sci, table
+from auditor.report.formatting import table
+from auditor.text import sci
 from auditor.text import printable
 
 

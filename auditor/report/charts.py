@@ -1,6 +1,6 @@
 """Inline SVG charts for the HTML dossier: no script, no network, printable.
 
-Every label passes through html.escape; numbers are formatted here. Two charts: the
+Every label passes through html.escape; numbers are written by text.sci, to two digits. Two charts: the
 estimates' ranges against the thresholds on a log scale, and cumulative compute over a
 tracked run's steps.
 """
@@ -10,12 +10,10 @@ import math
 from html import escape
 from typing import Any
 
+from auditor.text import sci
+
 COLORS = {"counted": "#1f5f99", "analytic": "#6a8f2a", "hardware": "#a0522d"}
 STATUS_COLORS = {"crossed": "#b3261e", "at_risk": "#c77700", "clear": "#2e7d32", "not_in_force": "#888888"}
-
-
-def _sci(x: float) -> str:
-    return f"{x:.1e}".replace("e+", "e")
 
 
 CHAR_W, LANE_H, LABEL_GAP = 6.2, 13, 8    # a 10 px label's width per character (generous), a lane's height
@@ -56,7 +54,7 @@ def ranges_svg(estimates: list[dict[str, Any]], verdicts: list[dict[str, Any]], 
 
     labels = []                               # (threshold, rules, text, anchor, x of the text, span)
     for threshold, vs in sorted(lines.items()):
-        text = f"{', '.join(v['rule'] for v in vs)} {_sci(threshold)}"
+        text = f"{', '.join(v['rule'] for v in vs)} {sci(threshold, 2)}"
         xv, w = x(threshold), len(text) * CHAR_W
         # right of the line where it fits, else left of it: never cut off at either edge
         if xv + 3 + w <= width - 4:
@@ -113,7 +111,7 @@ def series_svg(series: list[list[int]], width: int = 760, height: int = 240) -> 
             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#999"/>'
             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#999"/>'
             f'<polyline fill="none" stroke="#1f5f99" stroke-width="2" points="{points}"/>'
-            f'<text x="{left - 6}" y="{top + 10}" font-size="11" text-anchor="end">{escape(_sci(max_total))}</text>'
+            f'<text x="{left - 6}" y="{top + 10}" font-size="11" text-anchor="end">{escape(sci(max_total, 2))}</text>'
             f'<text x="{left - 6}" y="{height - bottom}" font-size="11" text-anchor="end">0</text>'
             f'<text x="{width - right}" y="{height - bottom + 16}" font-size="11" text-anchor="end">step {max_step}</text>'
             f'<text x="{left}" y="{height - 6}" font-size="11">cumulative training FLOPs by step (ledger)</text></svg>')

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from auditor.estimate import two_significant
+from auditor.text import two_significant
 from auditor.methods.energy import mwh
 
 METHOD_WORDS = {

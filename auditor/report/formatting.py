@@ -1,10 +1,5 @@
-"""Plain-text rendering shared by the CLI commands: numbers and aligned tables."""
+"""Plain-text rendering shared by the CLI commands: aligned tables and shares (FLOP figures: text.sci)."""
 from __future__ import annotations
-
-
-def sci(n: int | float, digits: int = 3) -> str:
-    """1.23e+16 style; ints stay exact elsewhere, this is only for reading."""
-    return f"{float(n):.{digits - 1}e}" if n else "0"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.rules.verdicts import GATE_FAILING, fails_gate
-from auditor.text import printable
+from auditor.text import printable, sci
 
 
 @dataclass
@@ -118,7 +118,7 @@ def github_annotations(gate: Gate) -> list[str]:
             level = "error" if v["blocking"] else "warning"
             title = f"auditor: {v['rule']} {v['status']}"
             message = (f"{r.preflight['run']}: {v['status'].replace('_', ' ')} under {v['rule']} "
-                       f"(threshold {v['comparison']} {v['threshold_flops']:.2e} FLOP; margin {v['margin']:.2f}). "
+                       f"(threshold {v['comparison']} {sci(v['threshold_flops'])} FLOP; margin {v['margin']:.2f}). "
                        f"{v.get('reason', '')}")
             out.append(f"::{level} file={_escape_property(printable(r.path))},line={line},"
                        f"title={_escape_property(title)}::{_escape_data(message.strip())}")
@@ -176,10 +176,10 @@ def check_authorization(result: GateResult, above: int, trusted: list, as_of) ->
         return
     path = beside(result.path)
     if not path.is_file():
-        result.unauthorized = (f"{printable(result.path)}: its plan reaches {result.preflight['high']:.2e} FLOP, over "
-                               f"the gate's {above:.2e}, and has no authorization ({printable(path.name)} missing)")
+        result.unauthorized = (f"{printable(result.path)}: its plan reaches {sci(result.preflight['high'])} FLOP, over "
+                               f"the gate's {sci(above)}, and has no authorization ({printable(path.name)} missing)")
         return
     try:
         load(path, trusted, config=result.path, today=as_of)
     except AuthorizationError as exc:
-        result.unauthorized = f"its plan reaches {result.preflight['high']:.2e} FLOP and {exc}"
+        result.unauthorized = f"its plan reaches {sci(result.preflight['high'])} FLOP and {exc}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from auditor.report.formatting import sci, table
+from auditor.report.formatting import table
+from auditor.text import sci
 
 
 def next_deadline(verdict: dict[str, Any]) -> str:

@@ -6,9 +6,9 @@ import functools
 import re
 from typing import Any
 
-from auditor.estimate import two_significant
 from auditor.report.breakdown import breakdown_rows
-from auditor.report.formatting import sci, table
+from auditor.report.formatting import table
+from auditor.text import sci
 from auditor.report.headline import (
     MARGIN_NOTE,
     dossier_summary,
@@ -54,7 +54,7 @@ def preflight_markdown(data: dict[str, Any]) -> str:
 
 
 def preflight_markdown_filters(env) -> None:
-    env.filters.update(sci=sci, cell=md_cell, two=two_significant)
+    env.filters.update(sci=sci, cell=md_cell)
     env.globals.update(next_deadline=next_deadline, sci=sci, margin=margin)
 
 
@@ -127,7 +127,7 @@ def dossier_context(d: dict[str, Any]) -> dict[str, Any]:
 
 def dossier_html(d: dict[str, Any]) -> str:
     env = _templates()
-    env.globals.update(sci=sci, two=two_significant, margin=margin)
+    env.globals.update(sci=sci, margin=margin)
     env.filters.update(visible=visible)
     return env.get_template("dossier.html.j2").render(**dossier_context(d))
 
@@ -135,7 +135,7 @@ def dossier_html(d: dict[str, Any]) -> str:
 def dossier_markdown(d: dict[str, Any]) -> str:
     env = _templates()
     preflight_markdown_filters(env)
-    env.globals.update(sci=sci, two=two_significant, margin=margin)
+    env.globals.update(sci=sci, margin=margin)
     context = dossier_context(d)
     return env.get_template("dossier.md.j2").render(**{k: context[k] for k in (
         "d", "summary", "notification", "main_rules", "other_rules", "eu_summary", "mdf_rows")})
@@ -143,8 +143,8 @@ def dossier_markdown(d: dict[str, Any]) -> str:
 
 def dossier_text(d: dict[str, Any]) -> str:
     summary = dossier_summary(d)
-    lines = [f"{d['run']}: {two_significant(d['total_flops'])} FLOP (range {two_significant(d['low'])} to "
-             f"{two_significant(d['high'])})", *headline_lines(summary), ""]
+    lines = [f"{d['run']}: {sci(d['total_flops'])} FLOP (range {sci(d['low'])} to {sci(d['high'])})",
+             *headline_lines(summary), ""]
     main_rules, other_rules = ordered_verdicts(d.get("verdicts", []))
     lines.append(verdict_table(main_rules + other_rules, deadlines=False))
     lines.append(f"seal {d['seal']['digest']}")

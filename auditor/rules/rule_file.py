@@ -269,10 +269,6 @@ class Rule(_Mapping):
         """The id of the rule set it belongs to (None for a one-rule file)."""
         return self._rule_set[0] if self._rule_set else None
 
-    @property
-    def rule_set_title(self) -> str | None:
-        return self._rule_set[1] if self._rule_set else None
-
     def to_dict(self) -> dict[str, Any]:
         """The rule as its file writes it (dates as YYYY-MM-DD, the ratio as '1/3'), plus its rule set."""
         return {**self.model_dump(mode="json", by_alias=True, exclude_none=True),

@@ -56,11 +56,12 @@ def _confined(path: Path, roots: list[Path] | None, i: int, item) -> None:
 
 def load_rules(ids_or_paths: Iterable[str | Path] | str | None = None, *,
                base_dir: str | Path | None = None, roots: list[Path] | None = None) -> list[Rule]:
-    """Rules to check. None: every bundled rule but the examples (default_rules). Otherwise each item is a rule id or a rule-set id from the
-    bundled thresholds/ (selecting that rule, or the whole set), or a path (it has a '/' or ends in .yaml/.yml)
-    to a user's rule file or a folder of them; relative paths start at ``base_dir`` (default: the working
-    directory) and, with ``roots``, must lie under one of them. The same rule selected twice is kept once;
-    two different rules with one id are an error."""
+    """Rules to check. None: every bundled rule but the examples (default_rules). Otherwise each item is
+    a rule id or a rule-set id from the bundled thresholds/ (selecting that rule, or the whole set), or
+    a path (it has a '/' or ends in .yaml/.yml) to a user's rule file or a folder of them; relative
+    paths start at ``base_dir`` (default: the working directory) and, with ``roots``, must lie under
+    one of them. The same rule selected twice is kept once; two different rules with one id are an
+    error."""
     if ids_or_paths is None:
         return default_rules()
     if isinstance(ids_or_paths, (str, Path)):

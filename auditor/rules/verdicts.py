@@ -11,22 +11,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 from auditor.rules.rule_file import (
     Rule,
 )
 from auditor.rules.selection import load_rules
-from auditor.text import join_words
+from auditor.text import join_words, sci
 
-STATUSES = ("crossed", "at_risk", "clear", "not_in_force")
-
+Status = Literal["crossed", "at_risk", "clear", "not_in_force"]
+Basis = Literal["training", "cumulative", "ratio_to_base"]
 
 GATE_FAILING = ("crossed", "at_risk")  # on a blocking rule, these fail a gate (exit 1)
 
 
-def fails_gate(verdict: dict[str, Any]) -> bool:
-    """A verdict's dict (the JSON contract) that fails a gate: a blocking rule crossed or at risk."""
+def fails_gate(verdict: Verdict | dict[str, Any]) -> bool:
+    """The one gate predicate, for a Verdict or its dict (the JSON contract): a blocking rule
+    crossed or at risk. The gate, `report` and `preflight` exit 1 on it."""
+    if isinstance(verdict, Verdict):
+        verdict = {"blocking": verdict.blocking, "status": verdict.status}
     return bool(verdict["blocking"]) and verdict["status"] in GATE_FAILING
 
 
@@ -43,16 +46,16 @@ START_WORDS = {"threshold_known": "knowing the threshold will be met", "threshol
 
 @dataclass
 class Verdict:
-    """One rule's answer for one run. ``to_dict()`` is the JSON contract (DESIGN.md) plus the extra fields."""
+    """One rule's answer for one run. ``to_dict()`` is the JSON contract (docs/rules.md)."""
     rule: str
     title: str
     jurisdiction: str
-    status: str                      # crossed | at_risk | clear | not_in_force
+    status: Status
     threshold_flops: int             # the int a whole FLOP count is compared with, same answer as the exact one
     threshold_exact: str             # the exact threshold: '10000000000000000000000000' or '38000...000/3'
     comparison: str                  # '>' strict or '>=' inclusive
     margin: float                    # high end of the compared figure / threshold
-    basis: str                       # training | cumulative | ratio_to_base
+    basis: Basis
     basis_flops: dict[str, int]      # the figure compared: low, central, high
     compared: str                    # which end decided: 'low' (crossed) or 'high'
     reason: str                      # one sentence: which end, against what, why
@@ -61,24 +64,14 @@ class Verdict:
     deadlines: list[dict[str, Any]]  # each: what, within_days or within_hours, from, due (YYYY-MM-DD or None), text
     unverified: list[str]            # conditions compute alone cannot decide
     blocking: bool
-    would_be: str                    # the status on these figures were the rule in force and in scope
+    would_be: Status                 # the status on these figures were the rule in force and in scope
     inactive: str | None = None      # revoked, rescinded, vetoed, proposed, not_yet_effective, out_of_scope
     assumptions: list[str] = field(default_factory=list)
     rule_set: str | None = None
     as_of: str = ""
 
-    @property
-    def fails_gate(self) -> bool:
-        """A blocking rule crossed or at risk: the gate exits 1."""
-        return self.blocking and self.status in GATE_FAILING
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def gate_failures(verdicts: list[Verdict]) -> list[Verdict]:
-    """The verdicts that fail a gate: blocking rules crossed or at risk."""
-    return [v for v in verdicts if v.fails_gate]
 
 
 @dataclass(frozen=True)
@@ -104,20 +97,6 @@ def _run_of(result: Any) -> _Run:
     return _Run(int(result.low), int(central), int(result.high), getattr(result, "modality", None),
                 bool(lineage.keys() & {"base_model", "base_compute_flops", "developer"}),
                 int(base) if base is not None else None, lineage.get("developer"))
-
-
-def sci(value: int | Fraction) -> str:
-    """10**25 -> '1.0e25', 114 * 10**24 -> '1.14e26'; exact up to 6 significant digits, else '~1.267e25'."""
-    value = Fraction(value)
-    if value <= 0:
-        return str(value)
-    if value.denominator == 1:
-        digits = str(value.numerator)
-        kept = digits.rstrip("0")
-        if len(kept) <= 6:
-            return f"{kept[0]}.{kept[1:] or '0'}e{len(digits) - 1}"
-    mantissa, exponent = f"{float(value):.3e}".split("e")
-    return f"~{mantissa}e{int(exponent)}"
 
 
 def _ratio_words(ratio: Fraction) -> str:
