@@ -16,9 +16,9 @@ from auditor.cli.common import (
     fail,
     main,
     preflight_dict,
-    render_preflight,
     write_output,
 )
+from auditor.report.formats import render
 from auditor.text import sci
 
 
@@ -52,7 +52,7 @@ def authorize(config: Path, key_path: Path, budget: str, expires, conditions, su
     except SigningError as exc:
         fail(f"--key: {exc}")
     data = preflight_dict(config, rules, as_of)
-    click.echo(render_preflight(data, "text"))
+    click.echo(render("plan", "text", data))
     if flops < data["high"]:
         click.echo(f"warning: the budget {sci(flops)} is below the plan's high end {sci(data['high'])}: the run may "
                    f"stop before it ends", err=True)

@@ -3,7 +3,6 @@ take, and the preflight each of them may run.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -122,14 +121,6 @@ def assess_or_error(config: Path, rules=(), as_of=None, *, quiet: bool = False, 
         raise
     except (ConfigError, PreflightError, RuleError) as exc:
         raise BadInput(str(exc)) from None
-
-
-def render_preflight(data: dict, fmt: str) -> str:
-    from auditor.report.views import preflight_markdown, preflight_text
-
-    if fmt == "json":
-        return json.dumps(data, indent=2, sort_keys=True)
-    return preflight_markdown(data) if fmt == "md" else preflight_text(data)
 
 
 def load_trusted_keys(paths) -> list:

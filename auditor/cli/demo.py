@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from auditor.cli.common import main, preflight_dict, quiet_libraries, render_preflight
+from auditor.cli.common import main, preflight_dict, quiet_libraries
+from auditor.report.formats import render
 from auditor.files import write_atomic
 from auditor.record import dossier
 from auditor.report.views import dossier_html
@@ -66,5 +67,5 @@ def demo(out: Path, steps: int) -> None:
     write both dossiers; the last line is the HTML dossier's path."""
     quiet_libraries()
     plan = preflight_dict(DEMO_RUN)
-    click.echo(render_preflight(plan, "text") + "\n")
+    click.echo(render("plan", "text", plan) + "\n")
     run_demo(plan, DEMO_RUN, out, steps, echo=click.echo)

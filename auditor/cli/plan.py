@@ -2,7 +2,6 @@
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -22,40 +21,12 @@ from auditor.cli.common import (
     main,
     preflight_dict,
     quiet_libraries,
-    render_preflight,
     write_output,
 )
 from auditor.files import write_atomic
-from auditor.report.formatting import percent, table
+from auditor.report.formats import format_option, render
+from auditor.report.formatting import table
 from auditor.text import sci
-
-
-def render_count(result, title: str, depth: int) -> str:
-    total = result.total
-    lines = [title, ""]
-    lines.append(table(["phase", "FLOPs", "share"], [
-        ["forward", f"{result.forward:,}", percent(result.forward, total)],
-        ["backward", f"{result.backward:,}", percent(result.backward, total)],
-        ["training step", f"{total:,}", "100.0%"],
-    ]))
-    if result.tokens:
-        lines.append(f"\nper token: {result.flops_per_token:,} FLOPs ({sci(result.flops_per_token)}) over "
-                     f"{result.tokens:,} tokens")
-    if result.hardware_total != total:
-        lines.append(f"executed by the hardware (recomputation, dense-masked experts): {result.hardware_total:,}")
-    lines.append("\nby operator")
-    lines.append(table(["operator", "forward", "backward", "share"], [
-        [op, f"{v['forward']:,}", f"{v['backward']:,}", percent(sum(v.values()), total)]
-        for op, v in result.by_op().items()]))
-    lines.append(f"\nby module (depth {depth})")
-    lines.append(table(["module", "forward", "backward", "share"], [
-        [mod or "(root)", f"{v['forward']:,}", f"{v['backward']:,}", percent(sum(v.values()), total)]
-        for mod, v in result.by_module(depth).items()]))
-    lines.append("\nuncovered ops: " + (", ".join(f"{k} x{v}" for k, v in sorted(result.uncovered.items()))
-                                       if result.uncovered else "none (the count is complete)"))
-    lines.append("assumptions:")
-    lines.extend(f"  - {a}" for a in result.assumptions)
-    return "\n".join(lines)
 
 
 @main.command()
@@ -67,7 +38,7 @@ def render_count(result, title: str, depth: int) -> str:
 @click.option("--device", type=click.Choice(["meta", "cpu"]), default="meta", show_default=True,
               help="meta: shapes only, any size; cpu: real random weights.")
 @click.option("--depth", type=click.IntRange(min=0), default=2, show_default=True, help="Module depth of the breakdown.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option("count")
 @click.option("--no-repeat", is_flag=True, help="Count every block instead of counting repeated blocks once.")
 @MAX_MODULES_OPTION
 def count(model_config: Path, seq_len, decoder_len, batch, device, depth, fmt, no_repeat, max_modules) -> None:
@@ -83,17 +54,13 @@ def count(model_config: Path, seq_len, decoder_len, batch, device, depth, fmt, n
                           repeated_blocks=not no_repeat, max_modules=max_modules)
     except CountingError as exc:
         fail(str(exc))
-    if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
-    else:
-        click.echo(render_count(result, f"{model_config}: one training step", depth))
+    click.echo(render("count", fmt, result, title=f"{model_config}: one training step", depth=depth))
 
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "md"]), default="text", show_default=True,
-              help="text: a readable table; json: a sealed record of the plan (the JSON contract of "
-                   "docs/preflight.md, ints for every count; auditor verify checks it); md: Markdown.")
+@format_option("plan", help="text: a readable table; json: a sealed record of the plan (the JSON contract of "
+                           "docs/preflight.md, ints for every count; auditor verify checks it); md: Markdown.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the audit dossier as one self-contained HTML file here.")
 @RULES_OPTION
@@ -121,18 +88,11 @@ def preflight(config: Path, fmt: str, html_path: Path | None, rules: tuple[str, 
         fail(f"--signing-key: {exc}")
     trust = Trust(allow_paths=tuple(p.resolve() for p in allow_paths), max_modules=max_modules)
     data = preflight_dict(config, rules, as_of, trust=trust, lineage_from=base_compute(registry_url))
-    record = dossier.build(data, run=data["run"], config_path=config, signer=signer) \
-        if fmt == "json" or html_path else None
-    # JSON: the plan as a sealed record (`auditor verify plan.json` checks it), the contract's fields at its top
-    text = dossier.canonical(record).decode().rstrip("\n") if fmt == "json" else render_preflight(data, fmt)
-    html = None
+    # the plan as a sealed record (`auditor verify plan.json` checks it), the contract's fields at its top
+    record = dossier.build(data, run=data["run"], config_path=config, signer=signer)
+    click.echo(render("plan", fmt, record))
     if html_path is not None:
-        from auditor.report.views import dossier_html
-
-        html = dossier_html(record).encode()
-    click.echo(text)
-    if html is not None:
-        write_output(html_path, html, "--html")
+        write_output(html_path, render("dossier", "html", record).encode(), "--html")
         click.echo(f"dossier: {html_path}", err=True)
     from auditor.rules.verdicts import fails_gate
 

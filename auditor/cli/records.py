@@ -8,11 +8,12 @@ from pathlib import Path
 import click
 
 from auditor.cli.common import fail, main, write_output
+from auditor.report.formats import format_option, render
 
 
 @main.command()
 @click.argument("target", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "md", "html"]), default="text", show_default=True)
+@format_option("dossier")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
 def report(target: Path, fmt: str, output: Path | None) -> None:
     """Render a sealed dossier (a RUN_DIR holding dossier.json, or the file) as text, JSON, Markdown or HTML.
@@ -22,7 +23,6 @@ def report(target: Path, fmt: str, output: Path | None) -> None:
     rule is clear, 1 when one is crossed or at risk, as for every command that shows verdicts."""
     from auditor.record import dossier
     from auditor.record.verify import check
-    from auditor.report.views import dossier_html, dossier_markdown, dossier_text
 
     try:
         data = dossier.load(target)
@@ -31,8 +31,7 @@ def report(target: Path, fmt: str, output: Path | None) -> None:
     found = check(target)
     if found.code:
         fail(f"{found.problems[0].removeprefix('error: ')} (the dossier does not verify: see auditor verify)")
-    text = {"json": lambda: dossier.canonical(data).decode(), "md": lambda: dossier_markdown(data),
-            "html": lambda: dossier_html(data), "text": lambda: dossier_text(data)}[fmt]()
+    text = render("dossier", fmt, data)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:

@@ -3,18 +3,19 @@ a command runs). Exit codes: 0 fine, 1 a run refused (it does not verify) or, fo
 blocking rule crossed or at risk, 2 bad input or a registry that cannot be reached."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 import click
 
+from auditor.report.formats import format_option
+
 REGISTRY_OPTION = click.option(
     "--registry", "registry_url", metavar="URL", envvar="AUDITOR_REGISTRY", show_envvar=True,
     help="The registry: a database URL (sqlite:///FILE, postgresql+psycopg://USER@HOST/DB) or a SQLite file path. "
          "Default: registry.db in $AUDITOR_DATA_DIR, else $XDG_DATA_HOME/auditor, else ~/.local/share/auditor.")
-FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+
 RULES_OPTION = click.option("--rules", "rules", multiple=True, metavar="ID-or-PATH",
                             help="A bundled rule or rule-set id, or a rule file; repeat for more (default: every "
                                  "bundled rule).")
@@ -40,8 +41,10 @@ def _open(url: str | None):
         _stop(exc)
 
 
-def _echo(data: dict, fmt: str, text) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else text(data))
+def _echo(view: str, data: dict, fmt: str) -> None:
+    from auditor.report.formats import render
+
+    click.echo(render(f"registry.{view}", fmt, data))
 
 
 def _day(as_of):
@@ -124,7 +127,7 @@ def registry() -> None:
                    "generate training data. Default: yes for --stage rl, no otherwise.")
 @click.option("--accepted", "accepted", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
               help="A plan: when the reviewer accepted it (UTC; default now). Its compute is foreseen from then.")
-@FORMAT_OPTION
+@format_option("registry.add")
 @REGISTRY_OPTION
 @_guarded
 def add(target: Path, model: str, stage: str, parents, developer, weights, trusted_keys, rollouts, accepted, fmt,
@@ -142,11 +145,7 @@ def add(target: Path, model: str, stage: str, parents, developer, weights, trust
     when = accepted.replace(tzinfo=timezone.utc) if accepted else None
     done = reg.add(target, model=model, stage=stage, parent=list(parents), developer=developer, weight=list(weights),
                    trusted_keys=keys, rollouts=rollouts, accepted_at=when)
-    if fmt == "json":
-        click.echo(json.dumps({"outcome": done.outcome, "run": done.identity, "model": done.model, "kind": done.kind,
-                               "counted_flops": done.counted, "notes": done.notes}, indent=2, sort_keys=True))
-    else:
-        click.echo(done.line())
+    _echo("add", done.to_dict(), fmt)
 
 
 @registry.command("link")
@@ -166,41 +165,41 @@ def link(model: str, parent: str, relation: str, developer, weight, registry_url
 
 
 @registry.command("models")
-@FORMAT_OPTION
+@format_option("registry.models")
 @AS_OF_OPTION
 @REGISTRY_OPTION
 @_guarded
 def models(fmt, as_of, registry_url) -> None:
     """Every model: its runs, its own and cumulative compute, and where it comes from."""
-    from auditor.registry.views import models_dict, models_text
+    from auditor.registry.views import models_dict
 
-    _echo(models_dict(_graph(_open(registry_url), as_of)), fmt, models_text)
+    _echo("models", models_dict(_graph(_open(registry_url), as_of)), fmt)
 
 
 @registry.command("runs")
 @click.option("--model", metavar="NAME", help="Only this model's runs.")
-@FORMAT_OPTION
+@format_option("registry.runs")
 @AS_OF_OPTION
 @REGISTRY_OPTION
 @_guarded
 def runs(model, fmt, as_of, registry_url) -> None:
     """Every run and plan: model, stage, compute, times, and how it was verified."""
-    from auditor.registry.views import runs_dict, runs_text
+    from auditor.registry.views import runs_dict
 
-    _echo(runs_dict(_graph(_open(registry_url), as_of), model), fmt, runs_text)
+    _echo("runs", runs_dict(_graph(_open(registry_url), as_of), model), fmt)
 
 
 @registry.command("show")
 @click.argument("model", metavar="MODEL")
 @RULES_OPTION
 @AS_OF_OPTION
-@FORMAT_OPTION
+@format_option("registry.show")
 @REGISTRY_OPTION
 @_guarded
 def show(model, rules, as_of, fmt, registry_url) -> None:
     """One model: its lineage as a tree, each stage's compute, its compute under each basis, its verdicts."""
     from auditor.registry.engine import RegistryError
-    from auditor.registry.views import show_dict, show_text
+    from auditor.registry.views import show_dict
     from auditor.text import printable
 
     graph = _graph(_open(registry_url), as_of)
@@ -208,14 +207,14 @@ def show(model, rules, as_of, fmt, registry_url) -> None:
     if model_id is None:
         raise RegistryError(f"MODEL: got {printable(model)!r}; expected a model in the registry "
                             f"(auditor registry models lists them)")
-    _echo(show_dict(graph, model_id, _rules(rules), _day(as_of)), fmt, show_text)
+    _echo("show", show_dict(graph, model_id, _rules(rules), _day(as_of)), fmt)
 
 
 @registry.command("status")
 @RULES_OPTION
 @AS_OF_OPTION
 @click.option("--model", "only", multiple=True, metavar="NAME", help="Only these models (default: every one).")
-@FORMAT_OPTION
+@format_option("registry.status")
 @REGISTRY_OPTION
 @_guarded
 def status_command(rules, as_of, only, fmt, registry_url) -> None:
@@ -225,10 +224,9 @@ def status_command(rules, as_of, only, fmt, registry_url) -> None:
 
     Exit 0 when every blocking rule is clear, 1 when one is crossed or at risk for some model."""
     from auditor.registry.status import fails, status
-    from auditor.registry.views import status_text
 
     document = status(_graph(_open(registry_url), as_of), _rules(rules), _day(as_of), list(only) or None)
-    _echo(document, fmt, status_text)
+    _echo("status", document, fmt)
     sys.exit(1 if fails(document) else 0)
 
 

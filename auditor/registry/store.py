@@ -28,7 +28,7 @@ from auditor.registry.names import (
     weight_text,
 )
 from auditor.registry.schema import RELATIONS, Edge, Model, Point, Run
-from auditor.text import printable, sci
+from auditor.text import printable
 
 BATCH = 5000
 
@@ -44,11 +44,10 @@ class Added:
     counted: int
     notes: list[str]
 
-    def line(self) -> str:
-        what = "plan" if self.kind == "planned" else "run"
-        extra = "".join(f"; {n}" for n in self.notes)
-        return (f"{self.outcome}: {what} {self.identity[:16]} of model {printable(self.model)}, "
-                f"{self.counted:,} FLOPs ({sci(self.counted)}){extra}")
+    def to_dict(self) -> dict:
+        """`registry add --format json`'s contract."""
+        return {"outcome": self.outcome, "run": self.identity, "model": self.model, "kind": self.kind,
+                "counted_flops": self.counted, "notes": self.notes}
 
 
 def now() -> datetime:

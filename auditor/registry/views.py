@@ -8,8 +8,7 @@ from typing import Any
 from auditor.registry.history import Graph, RunNode
 from auditor.registry.status import iso, judge, status
 from auditor.report.formatting import table
-from auditor.text import sci
-from auditor.text import printable
+from auditor.text import printable, sci
 
 
 def run_dict(graph: Graph, run: RunNode) -> dict[str, Any]:
@@ -111,6 +110,14 @@ def _edge_words(e: dict[str, Any]) -> str:
     extra = f", weight {e['weight']}" if e.get("weight") else ""
     extra += f", teacher {sci(e['teacher_flops'])} FLOP" if e.get("teacher_flops") is not None else ""
     return f"{words} {printable(e['model'])} ({who}{extra})"
+
+
+def added_text(data: dict[str, Any]) -> str:
+    """What `registry add` did, in one line."""
+    what = "plan" if data["kind"] == "planned" else "run"
+    extra = "".join(f"; {n}" for n in data["notes"])
+    return (f"{data['outcome']}: {what} {data['run'][:16]} of model {printable(data['model'])}, "
+            f"{data['counted_flops']:,} FLOPs ({sci(data['counted_flops'])}){extra}")
 
 
 def models_text(data: dict[str, Any]) -> str:
