@@ -11,6 +11,7 @@ import itertools
 import json
 import operator
 import os
+import re
 import sys
 import threading
 import time
@@ -26,9 +27,25 @@ SIGNATURE_FILENAME = "ledger.head.dsse.json"   # a DSSE envelope over the latest
 ZERO = "0" * 64
 KINDS = ("start", "interval", "resume", "close")
 REQUIRED = {"seq": int, "time": str, "step": int, "flops": int, "total": int, "kind": str, "prev": str, "hash": str}
-EXTRA_INTS = {"eval_flops": 0, "recompute_flops": 0, "ranks": 1}  # optional int fields and their minimum
-FIELDS = {**REQUIRED, **dict.fromkeys(EXTRA_INTS, int), "meta": dict}
+EXTRA_INTS = {"eval_flops": 0, "recompute_flops": 0, "ranks": 1, "hardware_flops": 0}  # optional ints, minimum
+FIELDS = {**REQUIRED, **dict.fromkeys(EXTRA_INTS, int), "meta": dict, "phases": dict}
 MAX_META = 4096  # bytes of canonical JSON
+# A per-record ``phases`` mapping: each tagged phase's FLOPs in the interval (train is ``flops``,
+# eval ``eval_flops``); names as ComputeAudit.phase and rule files' counts_phases take them.
+PHASE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+MAX_PHASES = 64
+
+
+def phases_problem(phases) -> str | None:
+    """Why a record's ``phases`` mapping is not {phase name: int >= 0}, or None."""
+    if len(phases) > MAX_PHASES:
+        return f"more than {MAX_PHASES} phases"
+    for name, value in phases.items():
+        if not PHASE_RE.match(name) or name in ("train", "eval"):
+            return f"phases: {name[:40]!r} is not a tagged phase's name (train and eval have their own fields)"
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"phases: {name!r} is not an int >= 0"
+    return None
 
 
 class LedgerError(Exception):
@@ -72,14 +89,18 @@ def check_record(rec, raw: bytes, last: dict | None) -> str | None:
         return "not in canonical form, or a bad time"
     seq, prev, base = (0, ZERO, 0) if last is None else (last["seq"] + 1, last["hash"], last["total"])
     kind, step = rec["kind"], rec["step"]
+    if "phases" in rec and (problem := phases_problem(rec["phases"])):
+        return problem
     problems = (
         (rec["seq"] != seq, f"seq gap: expected {seq}, found {rec['seq']}"),
         (rec["prev"] != prev, f"prev mismatch: does not chain to the previous record ({prev[:16]}...)"),
         (kind not in KINDS, f"unknown kind {kind!r}"),
         ((kind == "start") != (last is None), "a start record comes first, and only first"),
         (last is not None and last["kind"] == "close" and kind != "resume", "a record after close, not a resume"),
-        (min(rec["flops"], rec.get("eval_flops", 0), rec.get("recompute_flops", 0)) < 0, "negative flops"),
-        (kind in ("start", "resume", "close") and (rec["flops"] or rec.get("eval_flops") or rec.get("recompute_flops")),
+        (min(rec["flops"], rec.get("eval_flops", 0), rec.get("recompute_flops", 0), rec.get("hardware_flops", 0)) < 0,
+         "negative flops"),
+        (kind in ("start", "resume", "close") and (rec["flops"] or rec.get("eval_flops") or rec.get("recompute_flops")
+                                                   or rec.get("hardware_flops") or rec.get("phases")),
          f"a {kind} record carries FLOPs (only interval records do)"),
         (last is not None and _time(rec) < _time(last),
          f"time goes backwards ({rec['time']} after {(last or {}).get('time')})"),
@@ -153,6 +174,30 @@ def _read(path: Path, keep: bool = True, cut_step: int | None = None, visit=None
 def read_ledger(path) -> LedgerState:
     """The valid records and the torn tail of a ledger (file or RUN_DIR); LedgerError names a bad record."""
     return _read(ledger_path(path))[0]
+
+
+@dataclass
+class Sums:
+    """Running sums of a ledger's optional figures: evaluation, recomputation, the training calls'
+    hardware work (``hardware_flops``, else the interval's ``flops``) and each tagged phase."""
+    eval: int = 0
+    recompute: int = 0
+    hardware: int = 0
+    phases: dict = field(default_factory=dict)
+
+    def add(self, rec: dict) -> None:
+        self.eval += rec.get("eval_flops", 0)
+        self.recompute += rec.get("recompute_flops", 0)
+        self.hardware += rec.get("hardware_flops", rec["flops"])
+        for name, value in (rec.get("phases") or {}).items():
+            self.phases[name] = self.phases.get(name, 0) + value
+
+    def copy(self) -> "Sums":
+        return Sums(self.eval, self.recompute, self.hardware, dict(self.phases))
+
+    def by_phase(self, train: int) -> dict[str, int]:
+        """train, eval and every tagged phase with FLOPs: a dossier's tracked.flops_by_phase."""
+        return {"train": train, "eval": self.eval, **{k: v for k, v in sorted(self.phases.items()) if v}}
 
 
 BadRecord = namedtuple("BadRecord", "seq line reason")  # the first bad record: its seq, line number, why
@@ -283,8 +328,15 @@ class Ledger:
         append a ``resume`` record. Returns the ledger and the total carried over (docs/ledger.md)."""
         self, step = cls.__new__(cls), _count(checkpoint_step, "checkpoint_step")
         self._open(run_dir, flush_every_steps, flush_every_seconds, signer, on_flush)
+        running, kept = Sums(), {}
+
+        def visit(rec):
+            running.add(rec)
+            if rec["step"] <= step:
+                kept["sums"] = running.copy()
         try:
-            st, (cut_end, cut) = _read(self.path, keep=False, cut_step=step)
+            st, (cut_end, cut) = _read(self.path, keep=False, cut_step=step, visit=visit)
+            self.kept = kept.get("sums", Sums())
             if cut is None and step:  # (a start record is at step 0, before any checkpoint)
                 raise LedgerError(f"{self.path}: nothing to resume at step {step}: the compute before it was not "
                                   f"recorded (a new ledger, Ledger(run_dir), records from here on)")
@@ -414,6 +466,7 @@ class Ledger:
         self.run_dir, self.path = Path(run_dir), Path(run_dir) / FILENAME
         self._every_steps, self._every_seconds = every_steps, every_seconds
         self._lock, self._buffer, self._last, self.resume_info = threading.RLock(), [], None, {}
+        self.kept = Sums()              # after resume: the kept records' evaluation, hardware and phase sums
         self._pid, self._flushed_at, self._flushed_step, self._broken = os.getpid(), time.monotonic(), 0, False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -438,7 +491,7 @@ class Ledger:
         step, flops = _count(step, "step"), _count(flops, "flops")
         if self._last is not None and step < self._last["step"]:
             raise ValueError(f"step {step} is before the last recorded step {self._last['step']} (steps never decrease)")
-        if unknown := set(extra) - {*EXTRA_INTS, "meta"}:
+        if unknown := set(extra) - {*EXTRA_INTS, "meta", "phases"}:
             raise TypeError(f"not an optional ledger field: {', '.join(sorted(unknown))}")
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         if self._last is not None and now < self._last["time"]:
@@ -448,6 +501,14 @@ class Ledger:
         for key, minimum in EXTRA_INTS.items():
             if extra.get(key) is not None:
                 body[key] = _count(extra[key], key, minimum)
+        if extra.get("phases"):
+            phases = extra["phases"]
+            if not isinstance(phases, dict) or not all(isinstance(k, str) for k in phases):
+                raise TypeError("phases must be a mapping of phase names to ints")
+            phases = {k: _count(v, f"phases[{k!r}]") for k, v in sorted(phases.items())}
+            if problem := phases_problem(phases):
+                raise ValueError(problem)
+            body["phases"] = phases
         if extra.get("meta"):
             if not isinstance(extra["meta"], dict) or len(canonical(extra["meta"])) > MAX_META:
                 raise ValueError(f"meta must be a JSON object of at most {MAX_META} bytes")
