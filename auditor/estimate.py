@@ -25,6 +25,9 @@ class Estimate:
     uncovered_ops: list[str] = field(default_factory=list)
     breakdown: dict[str, Any] = field(default_factory=dict)   # by phase / module / op, where known
     details: dict[str, Any] = field(default_factory=dict)     # method-specific figures shown beside
+    # A tracked run's FLOPs by phase (train, eval, rollout, ...), ints; ``flops`` is its train figure.
+    # Each rule compares the sum of the phases it counts (rules.py). Empty: the figure is training.
+    phases: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -35,6 +38,9 @@ class Estimate:
                 raise TypeError(f"Estimate.{name} must be an int, got {type(value).__name__}")
         if not self.low <= self.flops <= self.high:
             raise ValueError(f"Estimate range must hold the figure: {self.low} <= {self.flops} <= {self.high}")
+        for name, value in self.phases.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise TypeError(f"Estimate.phases[{name!r}] must be an int >= 0, got {value!r}")
 
     @property
     def complete(self) -> bool:
@@ -57,6 +63,8 @@ class Estimate:
             out["breakdown"] = self.breakdown
         if self.details:
             out["details"] = self.details
+        if self.phases:
+            out["flops_by_phase"] = dict(self.phases)
         return out
 
 

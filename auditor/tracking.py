@@ -27,13 +27,15 @@ import sys
 import warnings
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils._pytree import tree_flatten
 
+from auditor.counting.dtensor import Provenance, dtensor_class
+from auditor.counting.lengths import AffineCalls
 from auditor.counting.mode import CountingMode, module_paths
 from auditor.counting.moe import dense_expert_modules
 from auditor.counting.optimizer import elementwise_step
@@ -49,6 +51,9 @@ from auditor.ranks import (
 
 _POSITIONS = 16  # calls per backward told apart by position; later ones share the last key
 _UNCOUNTED_BACKWARD = "tracker: a backward of a call first seen without one"
+_UNCOUNTED_COMPILED = "tracker: a call of a compiled model that the meta device could not count"
+_OFF_THE_LINE = "tracker: calls predicted from a line of counted lengths that a later count left"
+_UNSEEN_CALLS = "tracker: gradients from calls of the model that its hooks did not see"
 _next_sequence_nr = torch._C._autograd._get_sequence_nr  # autograd nodes made so far on this thread
 _queue_callback = torch.autograd.Variable._execution_engine.queue_callback
 
@@ -106,45 +111,75 @@ class CallCost:
     tail: int
     backward: int | None
     recompute: int
+    extra: int = 0           # under tensor parallelism: local work beyond this rank's share, forward and tail
+    backward_extra: int = 0  # the same, of each backward
+
+
+class Phase:
+    """``with run.phase("rollout"):``: the calls made inside (and their backward, when it comes)
+    belong to that phase; nested phases, the innermost. Re-entrant and reusable."""
+
+    __slots__ = ("audit", "name", "_outer")
+
+    def __init__(self, audit: "ComputeAudit", name: str):
+        self.audit, self.name, self._outer = audit, name, []
+
+    def __enter__(self) -> "Phase":
+        self._outer.append(self.audit._phase)
+        self.audit._phase = self.name
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.audit._phase = self._outer.pop()
 
 
 class _Call:
     """One call of a watched model; while a window counts it live, where its ops went."""
 
     __slots__ = ("key", "grad", "live", "gid", "step", "lo", "hi", "own", "tail", "settled", "reach_base",
-                 "per_reach", "irregular", "outputs", "dead", "ref", "forward", "forward_recompute", "__weakref__")
+                 "per_reach", "irregular", "outputs", "dead", "ref", "forward", "forward_recompute", "forward_extra",
+                 "phase", "side", "__weakref__")
 
-    def __init__(self, key: tuple, grad: bool, live: bool, step: int):
-        self.key, self.grad, self.live, self.step = key, grad, live, step
+    def __init__(self, key: tuple, grad: bool, live: bool, step: int, phase: str, side: StepCount | None = None):
+        self.key, self.grad, self.live, self.step, self.phase = key, grad, live, step, phase
         self.gid = None          # the graph task (backward) that last reached this call
+        self.side = side         # a compiled call: its own work as counted on the meta device, not live
         if live:
             self.lo = _next_sequence_nr()
             self.hi = None       # set when the call returns: nodes lo <= n < hi are its own
             self.own, self.tail = StepCount(), StepCount()
-            self.settled = [0, 0, 0, 0]  # own work, own recompute, tail work, tail recompute: charged so far
-            self.reach_base = (0, 0)
-            self.per_reach: list[tuple[int, int]] = []
+            self.settled = [0] * 6  # own work, recompute, extra; tail's: charged so far
+            self.reach_base = (0, 0, 0)
+            self.per_reach: list[tuple[int, int, int]] = []
             self.irregular = False  # backward work came in a backward that did not reach it
             self.outputs = False
             self.dead = False
             self.ref = None
 
 
-def _work(count: StepCount) -> tuple[int, int]:
-    """(forward + backward, recompute) of a count: what it adds to a figure, and to recomputation."""
-    return count.forward + count.backward, count.recompute
+def _work(count: StepCount) -> tuple[int, int, int]:
+    """(forward + backward, recompute, local work beyond the share) of a count: what it adds to a
+    figure, to recomputation, and (tensor parallelism) to hardware work."""
+    extra = sum(v for (phase, _, _), v in count.local_extra.items() if phase != "recompute") \
+        if count.local_extra else 0
+    return count.forward + count.backward, count.recompute, extra
 
 
 class _RoutedCounting(CountingMode):
     """The dispatch-level counter, each op's FLOPs recorded into the count ``route()`` names."""
 
-    def __init__(self, route: Callable[[], StepCount], names: dict, dense: dict):
-        super().__init__(None, dense, names=names)
+    def __init__(self, route: Callable[[], StepCount], names: dict, dense: dict, provenance=None,
+                 in_step: Callable[[StepCount], bool] | None = None):
+        super().__init__(None, dense, names=names, provenance=provenance)
         self._route = route
+        self._in_step = in_step
 
-    def _record(self, op, flops):
+    def _record(self, op, flops, part=None):
         self.result = self._route()
-        return super()._record(op, flops)       # the record's key (the sparse-product check keeps it)
+        return super()._record(op, flops, part)  # the record's key (the sparse-product check keeps it)
+
+    def _model_work(self) -> bool:
+        return self._in_step is None or not self._in_step(self._route())
 
     def _note_uncovered(self, name: str) -> None:
         self.result = self._route()
@@ -200,11 +235,17 @@ class ComputeAudit:
         self.preflight = preflight  # the plan's dict (auditor.preflight), shown beside the measured figure
         self._rule_ids = rules
         self.rules: list = []
-        self._limits: list[tuple[str, int, str]] = []  # blocking rules in force: (id, threshold, comparison)
+        self._limits: list[tuple[str, int, str, tuple[str, ...]]] = []  # blocking rules in force: (id,
+        # threshold, comparison, the phases it counts)
+        self._guarded: frozenset[str] = frozenset()  # phases some blocking rule counts
         self.cache: dict[tuple, CallCost] = {}  # call key -> its cached ints
         self._unstable: set[tuple] = set()   # keys whose calls did different work: never cached
         self.train_flops = self.eval_flops = self.recompute_flops = self.optimizer_flops = 0
         self.base_flops = 0                  # carried over from a resumed ledger
+        self.base_hardware = 0
+        self._base_phases: dict[str, int] = {}  # a resumed ledger's evaluation and tagged phases
+        self._phase_flops: dict[str, int] = {}  # tagged phases (rollout, teacher, ...): this rank's FLOPs
+        self._hardware_extra = 0             # training calls' local work beyond this rank's share (TP)
         self.steps = 0                       # optimizer steps (or backward passes without one)
         self.counted_signatures = 0          # call keys counted at dispatch level
         self._handles: list = []
@@ -212,9 +253,17 @@ class ComputeAudit:
         self._last_step_flops = 0
         self._step_cost = 0
         self._interval_flops = 0
-        self._reduced = [0, 0, 0]            # all ranks' training, evaluation, recomputation FLOPs, summed so far
+        self._interval_extra = 0
+        self._interval_phases: dict[str, int] = {}
+        self._reduced = [0, 0, 0, 0]         # all ranks' training, evaluation, recomputation, hardware FLOPs so far
+        self._reduced_phases: dict[str, int] = {}  # and tagged phases
         self._written_eval = self._written_recompute = 0
-        self._deferred: list[tuple[int, int, int, int]] = []  # under Join: (step, flops, eval, recompute) kept back
+        self._deferred: list[_Interval] = []  # under Join: intervals kept back
+        self._phase: str | None = None       # the phase ``run.phase(name)`` tags calls with now
+        self._provenance = None              # tensor parallelism: counting/dtensor.py's marks, for the run
+        self._decode = AffineCalls()         # calls that differ in one length (decoding steps)
+        self._side_counts: dict[tuple, StepCount] = {}  # compiled call keys: their count on meta copies
+        self._inner_compiled: dict = {}      # watched models holding compiled modules: themselves
         self._joining = False                # inside a Join this audit was given to
         self.uncovered: set[str] = set()
         self.optimizer_uncovered: set[str] = set()
@@ -246,6 +295,8 @@ class ComputeAudit:
         self._backward_seen = False
         self._backward_calls: list[_Call] = []
         self._in_step = self._measure_step = self._measure = False
+        self._compiled_call = False          # a compiled call is running: no dispatch mode over it
+        self._side_counting = False          # a compiled call is being counted on meta copies
         self._in_closure = 0
         self._optimizer_count = StepCount()
         self._dropped = StepCount()          # ops in a window that belong to no figure
@@ -264,8 +315,10 @@ class ComputeAudit:
             # A run with no lineage meets each blocking rule in force at one whole-number
             # threshold, whatever its FLOPs, so those are read once (as of the start).
             nothing = Estimate(method="counted", flops=0, low=0, high=0)
-            self._limits = [(v.rule, v.threshold_flops, v.comparison) for v in evaluate(nothing, self.rules)
-                            if v.blocking and v.status != "not_in_force"]
+            phases = {r.id: tuple(r.counts_phases) for r in self.rules}
+            self._limits = [(v.rule, v.threshold_flops, v.comparison, phases[v.rule])
+                            for v in evaluate(nothing, self.rules) if v.blocking and v.status != "not_in_force"]
+            self._guarded = frozenset(p for *_, counted in self._limits for p in counted)
         if self.run_dir is not None:
             from auditor.record.ledger_writer import Ledger
             from auditor.record.signing import signing_key_from
@@ -281,10 +334,18 @@ class ComputeAudit:
                     # Always through resume: a missing ledger with resume_step > 0 is an error, not a
                     # silent fresh start that would drop the compute before the checkpoint.
                     self._ledger, self.base_flops = Ledger.resume(self.run_dir, self.resume_step, **cadence)
+                    kept = self._ledger.kept
+                    self._base_phases = {"eval": kept.eval, **kept.phases}
+                    self.base_hardware = kept.hardware
                 else:
                     self._ledger = Ledger(self.run_dir, **cadence)
         if self._world > 1 and self.run_dir is not None and self.resume_step is not None:
             self.base_flops = sum_across_ranks([self.base_flops])[0]  # only rank 0 read the ledger
+            import torch.distributed as dist
+
+            carried = [self._base_phases, self.base_hardware]
+            dist.broadcast_object_list(carried, src=0)
+            self._base_phases, self.base_hardware = carried
         if self._model is not None:
             self.watch(self._model, self._optimizer)
         return self
@@ -310,8 +371,9 @@ class ComputeAudit:
             return
         self._sync_all()  # the last interval, and what Join kept back (collective across ranks)
         if self._world > 1:
-            self.eval_flops, self.recompute_flops = self._reduced[1], self._reduced[2]
-            self.train_flops = self._reduced[0]
+            self.train_flops, self.eval_flops, self.recompute_flops, hardware = self._reduced
+            self._hardware_extra = hardware - self.train_flops
+            self._phase_flops = dict(self._reduced_phases)
         if self._ledger is not None and rank() == 0:
             self._ledger.close(self.steps)
             self._write_dossier()
@@ -356,12 +418,48 @@ class ComputeAudit:
             self._watched[model] = module_paths(model)
             self._names.update(self._watched[model])
             self._dense.update(dense_expert_modules(model))
-            self._handles.append(model.register_forward_pre_hook(self._before_forward, with_kwargs=True))
-            self._handles.append(model.register_forward_hook(self._after_forward, always_call=True))
+            if _holds_compiled(model):
+                self._inner_compiled[model] = model
+            if self._provenance is None and _holds_dtensors(model):
+                self._provenance = Provenance()  # tensor parallelism (or FSDP2): counting/dtensor.py
+            before, after, arrives = self._before_forward, self._after_forward, self._gradient_arrives
+            if "torch._dynamo" in sys.modules:
+                # Dynamo must never trace the hooks (a module compiled in place, module.compile(),
+                # compiles its hooks with it): they run eagerly, between the compiled pieces.
+                disable = torch._dynamo.disable
+                before, after, arrives = disable(before), disable(after), disable(arrives)
+            self._handles.append(model.register_forward_pre_hook(before, with_kwargs=True))
+            self._handles.append(model.register_forward_hook(after, always_call=True))
+            first = next((p for p in model.parameters() if p.requires_grad), None)
+            if first is not None and hasattr(first, "register_post_accumulate_grad_hook"):
+                self._handles.append(first.register_post_accumulate_grad_hook(arrives))
         if optimizer is not None and self._stepper is None:
             self._watch_steps(optimizer)
 
+    def phase(self, name: str) -> Phase:
+        """``with run.phase("rollout"):``: the model's calls inside, with their backward, count to that
+        phase: ``rollout``, ``synthetic_data``, ``eval``, ``reward_model``, ``teacher``, ``train`` or a
+        name of your own (lowercase letters, digits and '_'). Untagged calls with grad are ``train``,
+        without grad ``eval``. Each rule counts the phases its file names (``counts_phases``)."""
+        return Phase(self, _phase_name(name))
+
     # ---------------------------------------------------------------- totals
+    @property
+    def flops_by_phase(self) -> dict[str, int]:
+        """Each phase's FLOPs as ints: ``train`` (``total_flops``), ``eval`` and every tagged phase met,
+        a resumed ledger's included. Under torch.distributed, this rank's until stop()."""
+        out = {"train": self.total_flops, "eval": self._base_phases.get("eval", 0) + self.eval_flops}
+        for name in sorted(set(self._phase_flops) | set(self._base_phases) - {"eval"}):
+            out[name] = self._base_phases.get(name, 0) + self._phase_flops.get(name, 0)
+        return out
+
+    @property
+    def hardware_flops(self) -> int:
+        """The local work each rank ran for the training calls (forward + backward): under tensor
+        parallelism a layer left unparallelized counts once for every rank that runs it, where
+        ``total_flops`` counts the model's compute once per replica. Otherwise ``total_flops``."""
+        return self.base_hardware + self.train_flops + self._hardware_extra
+
     @property
     def total_flops(self) -> int:
         """Training FLOPs (forward + backward) over every step so far, resumed ledger included.
@@ -379,46 +477,88 @@ class ComputeAudit:
 
     @property
     def estimate(self) -> Estimate:
+        """The run as the rules see it: ``flops`` is training compute; ``phases`` every phase's
+        figure, of which each rule compares the sum of those it counts."""
         total = self.total_flops
         details = {"eval_flops": self.eval_flops, "recompute_flops": self.recompute_flops,
-                   "optimizer_flops": self.optimizer_flops, "steps": self.steps, "resumed_from_flops": self.base_flops}
+                   "optimizer_flops": self.optimizer_flops, "steps": self.steps, "resumed_from_flops": self.base_flops,
+                   "hardware_flops": self.hardware_flops}
         if self.optimizer_uncovered:
             details["optimizer_uncovered_ops"] = sorted(self.optimizer_uncovered)
-        return Estimate(method="counted", flops=total, low=total, high=total, uncovered_ops=sorted(self.uncovered),
-                        breakdown=dict(self._breakdown), details=details, assumptions=[
+        assumptions = [
             f"measured while the run ran: {self.steps} steps, {self.counted_signatures} distinct calls of the model "
             "counted at dispatch level, the rest added from those exact counts",
             "evaluation (no-grad) calls, recomputation and the optimizer's own arithmetic are reported apart, "
-            "not in this figure"])
+            "not in this figure; each phase's figure is in flops_by_phase, and each rule compares the sum of "
+            "the phases it counts"]
+        if self._decode.predicted:
+            assumptions.append(self._decode.assumption())
+        if self._side_counts:
+            assumptions.append(f"compiled model: {len(self._side_counts)} distinct calls counted on meta copies of "
+                               "the model and inputs (compiled code run eagerly there, never in the step), their "
+                               "backward from every output that needs a gradient; the compiled graphs ran unobserved")
+        if self._provenance is not None and self._provenance.replica is not None:
+            assumptions.append(self._provenance.assumption())
+        return Estimate(method="counted", flops=total, low=total, high=total, uncovered_ops=sorted(self.uncovered),
+                        breakdown=dict(self._breakdown), details=details, assumptions=assumptions,
+                        phases=self.flops_by_phase)
 
     # ---------------------------------------------------------------- calls
+    def _call_key(self, module, args, kwargs, grad: bool) -> tuple:
+        """What a call's cost is cached under: the module, its position among the calls since the
+        last backward (a training call; evaluation calls have none), and its inputs' signature."""
+        sig = _signature(module, args, kwargs)
+        if not grad:
+            return (id(module), None, sig)
+        if self._backward_seen:  # a backward ran since the last call: a new group of calls
+            self._position, self._backward_seen = 0, False
+        key = (id(module), self._position if self._position < _POSITIONS else _POSITIONS, sig)
+        self._position += 1
+        if self._window is not None:
+            self._end_tail()
+            if self._window_done():
+                self._close_window()
+        return key
+
+    def _known_cost(self, key: tuple, grad: bool) -> "CallCost | None":
+        """The call's cost if counted before, or predicted (a decoding step, from the counted
+        lengths' line); None where it must be counted."""
+        cached = self.cache.get(key)
+        if cached is None and not grad and key not in self._unstable:
+            predicted = self._decode.predict(key)
+            if predicted is not None:
+                cached = self.cache[key] = CallCost(predicted, 0, 0, 0, 0)
+        return cached
+
     def _before_forward(self, module, args, kwargs):
-        if self._stack or torch._C._current_graph_task_id() != -1:
-            self._stack.append(None)  # inside a call, or rerun by a backward: part of that work
+        if self._stack or self._side_counting or torch._C._current_graph_task_id() != -1:
+            self._stack.append(None)  # inside a call, rerun by a backward, or the meta count of one
             return
         if self._joining and self._join_config.is_first_joinable:
             raise RuntimeError("ComputeAudit in Join: put the audit after the model, Join([model, audit]); Join "
                                "counts iterations by its first joinable's collectives, and the audit runs none")
         grad = torch.is_grad_enabled()
-        sig = _signature(module, args, kwargs)
-        if grad:
-            if self._backward_seen:  # a backward ran since the last call: a new group of calls
-                self._position, self._backward_seen = 0, False
-            key = (id(module), self._position if self._position < _POSITIONS else _POSITIONS, sig)
-            self._position += 1
-            if self._window is not None:
-                self._end_tail()
-                if self._window_done():
-                    self._close_window()
-        else:
-            key = (id(module), None, sig)
-        cached = self.cache.get(key)
-        if grad and self.rules:
-            self._guard(cached)
+        key = self._call_key(module, args, kwargs, grad)
+        phase = self._phase or ("train" if grad else "eval")
+        cached = self._known_cost(key, grad)
+        target = _compiled_target(module) or self._inner_compiled.get(module)
+        side = None
+        if target is not None:
+            # Compiled code must run with no dispatch mode over it (Dynamo would skip the frame
+            # for good): a new key is counted on meta copies first, and the counter, if a window
+            # holds it on, steps aside for the call.
+            self._compiled_call = True
+            self._sync_mode()
+            if cached is None or self._window is not None:  # counted live (a window): its own work from meta
+                side = self._count_compiled(target, key, args, kwargs, grad)
+                if side is None and cached is None:
+                    cached = self.cache[key]
+        if self.rules and phase in self._guarded:
+            self._guard(cached, phase)
         live = self._window is not None or cached is None
         if live and self._window is None:
             self._window = []
-        call = _Call(key, grad, live, self.steps)
+        call = _Call(key, grad, live, self.steps, phase, side if live else None)
         if live:
             self._window.append(call)
             if grad:
@@ -431,20 +571,20 @@ class ComputeAudit:
         call = self._stack.pop() if self._stack else None
         if call is None:
             return
+        if self._compiled_call:
+            self._compiled_call = False
+            self._sync_mode()
         if call.live:
             call.hi = _next_sequence_nr()
+            if call.side is not None:  # compiled: its forward as counted on meta
+                _add_records(call.own, call.side, ("forward",))
             self._settle(call)
-            call.forward, call.forward_recompute = _work(call.own)
+            call.forward, call.forward_recompute, call.forward_extra = _work(call.own)
         elif call.grad:
             cost = self.cache[call.key]
-            work = cost.forward + cost.tail
-            self.train_flops += work
-            self._interval_flops += work
-            self._last_step_flops += work
-            self.recompute_flops += cost.forward_recompute
+            self._add(call.phase, cost.forward + cost.tail, cost.forward_recompute, cost.extra)
         else:
-            cost = self.cache[call.key]
-            self.eval_flops += cost.forward
+            self._add(call.phase, self.cache[call.key].forward)
         if not call.grad:
             if call.live and self._window == [call]:
                 self._close_window()  # an evaluation call counted alone: nothing more to wait for
@@ -478,16 +618,15 @@ class ComputeAudit:
             return
         call.gid = gid
         if call.live:
+            if call.side is not None:  # compiled: its backward as counted on meta, once a backward
+                _add_records(call.own, call.side, ("backward", "recompute"))
             self._backward_calls.append(call)  # measured by the window
             return
         cost = self.cache.get(call.key)
         if cost is None or cost.backward is None:
             self._uncounted_backward(call)
             return
-        self.train_flops += cost.backward
-        self._interval_flops += cost.backward
-        self._last_step_flops += cost.backward
-        self.recompute_flops += cost.recompute
+        self._add(call.phase, cost.backward, cost.recompute, cost.backward_extra)
 
     def _backward_done(self) -> None:
         """The end of a backward that reached a call (an autograd engine callback): what it did
@@ -500,12 +639,44 @@ class ComputeAudit:
             work = _backward_work(call)
             self._settle(call)
             if call in calls:
-                call.per_reach.append((work[0] - call.reach_base[0], work[1] - call.reach_base[1]))
+                call.per_reach.append(tuple(a - b for a, b in zip(work, call.reach_base)))
             elif work != call.reach_base:
                 call.irregular = True
             call.reach_base = work
         if self._stepper is None:
             self._end_step()
+
+    def _count_compiled(self, target: torch.nn.Module, key: tuple, args: tuple, kwargs: dict,
+                        grad: bool) -> StepCount | None:
+        """A compiled call's own work, counted on meta copies (once a key); None, warned and marked
+        incomplete, where the meta device cannot run it (the call still runs compiled)."""
+        count = self._side_counts.get(key)
+        if count is None:
+            try:
+                count = _count_on_meta(self, target, args, kwargs, grad)
+            except Exception as exc:  # data-dependent code, an argument meta copies cannot stand for
+                self.uncovered.add(_UNCOUNTED_COMPILED)
+                self.cache.setdefault(key, CallCost(0, 0, 0, 0, 0))
+                self._warn_once("compiled-meta", f"auditor: a call of the compiled model could not be counted on "
+                                f"the meta device ({type(exc).__name__}: {str(exc)[:200]}); its FLOPs are missing "
+                                "and the figure is marked incomplete")
+                return None
+            self._side_counts[key] = count
+        return count
+
+    def _gradient_arrives(self, param: torch.Tensor) -> None:
+        """A watched model's parameter got its gradient: some backward that reached a call of it
+        must be running, or the model was called where its hooks cannot see (a compiled graph of
+        the original module, which bypasses the hooks on it): loud, and the figure incomplete.
+        A backward inside a watched call (Lightning's manual optimization runs it inside the step
+        the callback watches) is that call's own work, counted with its forward."""
+        if self._side_counting or self._stack or torch._C._current_graph_task_id() == self._backward_gid:
+            return
+        self.uncovered.add(_UNSEEN_CALLS)
+        self._warn_once("unseen", "auditor: the watched model's parameters got gradients from calls its hooks did "
+                        "not see, so their FLOPs are missing (the figure is marked incomplete). A model compiled "
+                        "with torch.compile must be watched as the compiled module (ComputeAudit(model=compiled)), "
+                        "not as the original one, whose hooks the compiled graph bypasses")
 
     def _uncounted_backward(self, call: _Call) -> None:
         """A backward reached a call whose key was counted without one: it cannot be counted now
@@ -554,12 +725,23 @@ class ComputeAudit:
         if call.irregular or any(r != reaches[0] for r in reaches):
             return  # not one figure per backward: the key is counted again next time
         if reaches:
-            backward, recompute = reaches[0]
+            backward, recompute, backward_extra = reaches[0]
         else:  # never reached: nothing to differentiate, or no backward came (None: unknown)
-            backward, recompute = (None, 0) if call.outputs else (0, 0)
-        cost = CallCost(call.forward, call.forward_recompute, call.tail.forward, backward, recompute)
+            backward, recompute, backward_extra = (None, 0, 0) if call.outputs else (0, 0, 0)
+        extra = call.forward_extra + _forward_extra(call.tail)
+        cost = CallCost(call.forward, call.forward_recompute, call.tail.forward, backward, recompute, extra,
+                        backward_extra)
         if call.key in self._unstable:
             return
+        if not call.grad:
+            off = self._decode.learn(call.key, call.own.records, call.own.uncovered)
+            if off is not None:
+                why, predicted = off
+                for key in predicted:
+                    self.cache.pop(key, None)
+                self.uncovered.add(_OFF_THE_LINE)
+                self._warn_once("off-the-line", f"auditor: {why}: the {len(predicted)} calls predicted from that line "
+                                "may be off (the figure is marked incomplete); such calls are counted from now on")
         cached = self.cache.get(call.key)
         if cached is None:
             self.counted_signatures += 1
@@ -577,23 +759,35 @@ class ComputeAudit:
 
     def _settle(self, call: _Call) -> None:
         """Charge what was counted of a live call since it was last charged."""
-        own, tail = _work(call.own), _work(call.tail)
+        if self._mode is not None and self._mode.tp is not None:
+            self._mode.resolve_pending()
+        now = (*_work(call.own), *_work(call.tail))
         done = call.settled
-        self._charge(own[0] - done[0], own[1] - done[1], evaluation=not call.grad)
-        self._charge(tail[0] - done[2], tail[1] - done[3])
-        call.settled = [own[0], own[1], tail[0], tail[1]]
+        self._add(call.phase, now[0] - done[0] + now[3] - done[3], now[1] - done[1] + now[4] - done[4],
+                  now[2] - done[2] + now[5] - done[5])
+        call.settled = list(now)
 
-    def _charge(self, work: int, recompute: int = 0, *, evaluation: bool = False) -> None:
-        if evaluation:
+    def _add(self, phase: str, work: int, recompute: int = 0, extra: int = 0) -> None:
+        """Work of a call (its forward, backward or tail) to its phase's figure."""
+        if phase == "train":
+            if work:
+                self.train_flops += work
+                self._interval_flops += work
+                self._last_step_flops += work
+            if extra:
+                self._hardware_extra += extra
+                self._interval_extra += extra
+        elif phase == "eval":
             self.eval_flops += work
         elif work:
-            self.train_flops += work
-            self._interval_flops += work
-            self._last_step_flops += work
+            self._phase_flops[phase] = self._phase_flops.get(phase, 0) + work
+            self._interval_phases[phase] = self._interval_phases.get(phase, 0) + work
         self.recompute_flops += recompute
 
     def _route(self) -> StepCount:
         """Where the op the counter is recording now belongs."""
+        if self._side_counting:  # a compiled call counted on meta: not the window's
+            return self._dropped
         if torch._C._current_graph_task_id() != -1:  # a backward: the node says whose forward made it
             node = torch._C._current_autograd_node()
             if node is not None and self._window_los:
@@ -601,10 +795,12 @@ class ComputeAudit:
                 i = bisect.bisect_right(self._window_los, seq) - 1
                 if i >= 0:
                     call = self._window_grad[i]
-                    return call.own if call.hi is None or seq < call.hi else call.tail
+                    if call.hi is None or seq < call.hi:  # a compiled call's own: counted on meta
+                        return call.own if call.side is None else self._dropped
+                    return call.tail
         elif self._stack:
             call = self._stack[0]
-            return call.own if call.live else self._dropped
+            return call.own if call.live and call.side is None else self._dropped
         if self._in_step and not self._in_closure:
             return self._optimizer_count
         if torch._C._current_graph_task_id() == -1 and torch.is_grad_enabled() and self._tail is not None \
@@ -616,10 +812,11 @@ class ComputeAudit:
         """Switch the dispatch-level counter on while a window is open or an optimizer step is
         measured, off otherwise. Only called outside any backward (the engine restores a graph
         task's dispatch modes for each node, so one entered or left inside would not hold)."""
-        wanted = not leaving and (self._window is not None
-                                  or (self._measure_step and self._in_step and not self._in_closure))
+        wanted = not leaving and not self._compiled_call and (
+            self._window is not None or (self._measure_step and self._in_step and not self._in_closure))
         if wanted and self._mode is None:
-            self._mode = _RoutedCounting(self._route, self._names, self._dense)
+            self._mode = _RoutedCounting(self._route, self._names, self._dense, self._provenance or False,
+                                         lambda result: result is self._optimizer_count)
             self._mode.__enter__()
         elif not wanted and self._mode is not None:
             from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -631,6 +828,7 @@ class ComputeAudit:
                                     "the audit's counter stays below it")
                 return
             mode, self._mode = self._mode, None
+            self._provenance = mode.tp or self._provenance  # made at the first op on DTensors: kept for the run
             mode.__exit__(None, None, None)
 
     # ---------------------------------------------------------------- optimizer steps
@@ -713,12 +911,14 @@ class ComputeAudit:
             print(f"[auditor] step {self.steps}: {self.total_flops:.3e} FLOPs" + self._nearest(), file=sys.stderr)
 
     # ---------------------------------------------------------------- ledger, ranks, guard
-    def _take_interval(self) -> tuple[int, int, int]:
-        """This rank's training, evaluation and recomputation FLOPs since the last interval."""
+    def _take_interval(self) -> "_Interval":
+        """This rank's FLOPs since the last interval, by figure."""
         flops, self._interval_flops = self._interval_flops, 0
+        extra, self._interval_extra = self._interval_extra, 0
+        phases, self._interval_phases = self._interval_phases, {}
         eval_delta, self._written_eval = self.eval_flops - self._written_eval, self.eval_flops
         recompute_delta, self._written_recompute = self.recompute_flops - self._written_recompute, self.recompute_flops
-        return flops, eval_delta, recompute_delta
+        return _Interval(self.steps, flops, eval_delta, recompute_delta, flops + extra, phases)
 
     def _write_interval(self) -> None:
         """One ledger record for the FLOPs since the last; across ranks, their sum (rank 0 writes).
@@ -730,24 +930,51 @@ class ComputeAudit:
         are kept back until every rank has joined."""
         interval = self._take_interval()
         if self._world > 1 and self._under_join():
-            if any(interval):
-                self._deferred.append((self.steps, *interval))
+            if interval:
+                self._deferred.append(interval)
             self._warn_once("join", "auditor: under Join, ranks run different numbers of steps; the counts of "
                             "all ranks are summed (and the ledger written, and the guard consulted) once every "
                             "rank has joined")
             return
         if self._world > 1:
-            interval = tuple(sum_across_ranks(list(interval)))
-            self._reduced = [a + b for a, b in zip(self._reduced, interval)]
-            self._guard_shared(interval[0])
+            names = self._phase_names_everywhere()
+            interval = _Interval.from_vector(self.steps, sum_across_ranks(interval.vector(names)), names)
+            self._accumulate(interval)
+            self._guard_shared(interval)
             if rank() != 0:
                 return
-        self._append(self.steps, *interval)
+        self._append(interval)
 
-    def _append(self, step: int, flops: int, eval_delta: int, recompute_delta: int) -> None:
-        if self._ledger is not None and (flops or eval_delta or recompute_delta):
-            self._ledger.append(step, flops, eval_flops=eval_delta, recompute_flops=recompute_delta,
-                                ranks=self._world)
+    def _append(self, interval: "_Interval") -> None:
+        if self._ledger is not None and interval:
+            phases = {k: v for k, v in sorted(interval.phases.items()) if v}
+            self._ledger.append(interval.step, interval.flops, eval_flops=interval.eval,
+                                recompute_flops=interval.recompute, ranks=self._world, phases=phases or None,
+                                hardware_flops=interval.hardware if interval.hardware != interval.flops else None)
+
+    def _accumulate(self, interval: "_Interval") -> None:
+        """An all-rank interval into the all-rank figures every rank holds."""
+        self._reduced = [a + b for a, b in zip(self._reduced, interval.vector([])[:4])]
+        for name, v in interval.phases.items():
+            self._reduced_phases[name] = self._reduced_phases.get(name, 0) + v
+
+    def _all_rank_phases(self) -> dict[str, int]:
+        """Each phase's FLOPs over every rank, as of the last sum (a resumed ledger's included)."""
+        out = {"train": self.base_flops + self._reduced[0], "eval": self._base_phases.get("eval", 0) + self._reduced[1]}
+        for name in set(self._reduced_phases) | set(self._base_phases) - {"eval"}:
+            out[name] = self._base_phases.get(name, 0) + self._reduced_phases.get(name, 0)
+        return out
+
+    def _phase_names_everywhere(self) -> list[str]:
+        """The tagged phases any rank has met, in one order on every rank (collective)."""
+        import torch.distributed as dist
+
+        local = sorted(set(self._phase_flops) | set(self._interval_phases))
+        if not max_across_ranks([len(local)])[0]:
+            return []
+        gathered: list = [None] * self._world
+        dist.all_gather_object(gathered, local)
+        return sorted(set().union(*gathered))
 
     def _under_join(self) -> bool:
         """In a Join this audit was given to, or watching a DistributedDataParallel model given to one."""
@@ -762,26 +989,28 @@ class ComputeAudit:
             self._write_interval()
             return
         interval = self._take_interval()
-        if any(interval):
-            self._deferred.append((self.steps, *interval))
+        if interval:
+            self._deferred.append(interval)
         buckets = _flush_buckets(self._deferred, self.flush_every_steps)
         self._deferred = []
         none = 1 << 62
         last, minus_first, self.steps = max_across_ranks([max(buckets, default=0), -min(buckets, default=none),
                                                           self.steps])
-        rows = [buckets.get(b, [0, 0, 0, 0]) for b in range(-minus_first, last + 1)]
+        names = self._phase_names_everywhere()
+        rows = [buckets.get(b, _Interval()) for b in range(-minus_first, last + 1)]
         if not rows:
             return
-        steps = max_across_ranks([r[0] for r in rows])
-        sums = sum_across_ranks([c for r in rows for c in r[1:]])
+        steps = max_across_ranks([r.step for r in rows])
+        width = len(_Interval().vector(names))
+        sums = sum_across_ranks([v for r in rows for v in r.vector(names)])
         for i, step in enumerate(steps):
-            interval = sums[3 * i:3 * i + 3]
-            if not any(interval):
+            interval = _Interval.from_vector(step, sums[width * i:width * (i + 1)], names)
+            if not interval:
                 continue
-            self._reduced = [a + b for a, b in zip(self._reduced, interval)]
-            self._guard_shared(interval[0])
+            self._accumulate(interval)
+            self._guard_shared(interval)
             if rank() == 0:
-                self._append(step, *interval)
+                self._append(interval)
 
     # Joinable (torch.distributed.algorithms.join): Join([ddp_model, audit]) lets ranks step unevenly.
     def join_hook(self, **kwargs) -> _JoinHook:
@@ -805,46 +1034,50 @@ class ComputeAudit:
     def _write_dossier(self) -> None:
         """RUN_DIR/dossier.json: the sealed summary, with the ledger's head and its cumulative series."""
         from auditor.record import dossier
-        from auditor.record.ledger import read_ledger
+        from auditor.record.ledger import Sums, read_ledger
         from auditor.rules.selection import load_rules
         from auditor.rules.verdicts import evaluate
 
         state = read_ledger(self.run_dir)
         estimate = self.estimate
-        verdicts = evaluate(estimate, self.rules or load_rules(None))
+        # The ledger is the record: a resumed run's evaluation, recomputation and phases before the
+        # resume count too, as its total does (verify checks the dossier against these sums), and
+        # the verdicts compare the phases each rule counts as the ledger holds them.
+        sums = Sums()
+        for record in state.records:
+            sums.add(record)
         total = estimate.flops
-        # The ledger is the record: a resumed run's evaluation and recomputation before the resume
-        # count too, as its total does (verify checks the dossier against these sums).
-        eval_flops = sum(r.get("eval_flops", 0) for r in state.records)
-        recompute_flops = sum(r.get("recompute_flops", 0) for r in state.records)
+        estimate.phases = sums.by_phase(total)
+        verdicts = evaluate(estimate, self.rules or load_rules(None))
         tracked = {"total_flops": total, "low": total, "high": total, "estimates": [estimate.to_dict()],
                    "verdicts": [v.to_dict() for v in verdicts], "uncovered_ops": estimate.uncovered_ops,
-                   "as_of": verdicts[0].as_of if verdicts else None, "eval_flops": eval_flops,
-                   "recompute_flops": recompute_flops, "steps": self.steps,
+                   "as_of": verdicts[0].as_of if verdicts else None, "eval_flops": sums.eval,
+                   "recompute_flops": sums.recompute, "steps": self.steps,
+                   "flops_by_phase": estimate.phases, "hardware_flops": sums.hardware,
                    "series": [[r["step"], r["total"]] for r in state.records],
                    "ledger": {"path": "ledger.jsonl", "head": state.head, "records": state.count}}
         dossier.write(dossier.build(self.preflight, run=self.name, tracked=tracked, signer=self._signer),
                       self.run_dir / dossier.DOSSIER_NAME)
 
-    def _guard_shared(self, interval: int) -> None:
+    def _guard_shared(self, interval: "_Interval") -> None:
         """Under torch.distributed: stop (or warn) when another interval like the last one would
         cross a blocking threshold; the figures are the all-rank sums every rank holds."""
         if not self.rules:
             return
-        total = self.base_flops + self._reduced[0]
-        crossing = self._crossing(total + interval)
+        phases = self._all_rank_phases()
+        crossing, figure = self._crossing(lambda p: phases.get(p, 0), interval.by_phase())
         if crossing:
-            self._act(f"auditor: all {self._world} ranks have used {total:.3e} FLOPs; the next "
-                      f"{self.flush_every_steps} steps would reach about {total + interval:.3e}, crossing {crossing}",
+            self._act(f"auditor: all {self._world} ranks have used {phases['train']:.3e} training FLOPs; the next "
+                      f"{self.flush_every_steps} steps would reach about {figure:.3e}, crossing {crossing}",
                       crossing)
 
-    def _guard(self, cached: CallCost | None) -> None:
+    def _guard(self, cached: CallCost | None, phase: str) -> None:
         if not self.rules or self._world > 1:  # across ranks: _guard_shared
             return
         next_cost = cached.forward + cached.tail + (cached.backward or 0) if cached else self._step_cost
-        crossing = self._crossing(self.total_flops + next_cost)
+        crossing, figure = self._crossing(self._phase_figure, {phase: next_cost})
         if crossing:
-            self._act(f"auditor: the next call would take the run to about {self.total_flops + next_cost:.3e} FLOPs, "
+            self._act(f"auditor: the next call would take the run to about {figure:.3e} FLOPs, "
                       f"crossing {crossing}", crossing)
 
     def _act(self, message: str, crossing: str) -> None:
@@ -854,19 +1087,32 @@ class ComputeAudit:
             raise ComputeBudgetExceeded(message)
         self._warn_once(crossing, message)
 
-    def _crossing(self, flops: int) -> str | None:
-        """The blocking rules in force that a run of exactly ``flops`` crosses, by their comparison."""
+    def _phase_figure(self, phase: str) -> int:
+        """One phase's figure on this rank so far (flops_by_phase[phase], without building it)."""
+        if phase == "train":
+            return self.total_flops
+        extra = self.eval_flops if phase == "eval" else self._phase_flops.get(phase, 0)
+        return self._base_phases.get(phase, 0) + extra
+
+    def _crossing(self, phases, more: dict[str, int]) -> tuple[str | None, int]:
+        """The blocking rules in force that a run of exactly these phase figures (``phases(name)``),
+        plus ``more``, crosses (each rule summing the phases it counts), and the largest figure
+        compared."""
         from auditor.rules.verdicts import passes
 
-        failing = [rule for rule, threshold, comparison in self._limits if passes(flops, threshold, comparison)]
-        return ", ".join(failing) if failing else None
+        failing, largest = [], 0
+        for rule, threshold, comparison, counted in self._limits:
+            figure = sum(phases(p) + more.get(p, 0) for p in counted)
+            largest = max(largest, figure)
+            if passes(figure, threshold, comparison):
+                failing.append(rule)
+        return (", ".join(failing) if failing else None), largest
 
     def _nearest(self) -> str:
         from auditor.rules.verdicts import passes
 
-        flops = self.total_flops
-        ahead = sorted((threshold, rule) for rule, threshold, comparison in self._limits
-                       if not passes(flops, threshold, comparison))
+        ahead = sorted((threshold, rule) for rule, threshold, comparison, counted in self._limits
+                       if not passes(sum(map(self._phase_figure, counted)), threshold, comparison))
         return f"; nearest threshold {ahead[0][1]} at {ahead[0][0]:.1e}" if ahead else ""
 
     def _warn_once(self, key: str, message: str) -> None:
@@ -875,24 +1121,131 @@ class ComputeAudit:
             warnings.warn(message, stacklevel=3)
 
 
-def _backward_work(call: _Call) -> tuple[int, int]:
-    """A live call's backward and recomputation since it returned, its own and its tail's (what it
-    ran inside its forward is in ``call.forward``: its own forward plus any backward in there)."""
+def _backward_work(call: _Call) -> tuple[int, int, int]:
+    """A live call's backward, recomputation and local work beyond its share since it returned,
+    its own and its tail's (what it ran inside its forward is in ``call.forward``: its own forward
+    plus any backward in there)."""
     own, tail = call.own, call.tail
     inner_backward = call.forward - own.forward
     return (own.backward - inner_backward + tail.backward,
-            own.recompute - call.forward_recompute + tail.recompute)
+            own.recompute - call.forward_recompute + tail.recompute,
+            _work(own)[2] - call.forward_extra + _work(tail)[2] - _forward_extra(tail))
 
 
-def _flush_buckets(intervals: list[tuple[int, int, int, int]], every: int) -> dict[int, list[int]]:
-    """(step, flops, eval, recompute) intervals gathered by flush interval (steps ((b-1)F, bF]), so
-    that ranks that stepped unevenly meet: bucket -> [its last step, flops, eval, recompute]."""
-    buckets: dict[int, list[int]] = {}
-    for step, *counts in intervals:
-        into = buckets.setdefault(-(-step // max(every, 1)), [step, 0, 0, 0])
-        into[0] = max(into[0], step)
-        for i, c in enumerate(counts, 1):
-            into[i] += c
+def _phase_name(name: str) -> str:
+    from auditor.rules.rule_file import phase_name  # the names rule files' counts_phases take
+
+    try:
+        return phase_name(name)
+    except ValueError as exc:
+        raise ValueError(f"phase: {exc}") from None
+
+
+def _forward_extra(count: StepCount) -> int:
+    return sum(v for (phase, _, _), v in count.local_extra.items() if phase == "forward") if count.local_extra else 0
+
+
+def _add_records(into: StepCount, count: StepCount, phases: tuple[str, ...]) -> None:
+    """A compiled call's records of these phases, as counted on meta, into its live count."""
+    for key, v in count.records.items():
+        if key[0] in phases:
+            into.records[key] += v
+    if "forward" in phases:
+        into.uncovered.update(count.uncovered)
+
+
+def _compiled_target(module: torch.nn.Module) -> torch.nn.Module | None:
+    """What to count on meta for a compiled module: torch.compile's wrapper's original module, or a
+    module compiled in place (``module.compile()``) itself; None for an eager module."""
+    original = getattr(module, "_orig_mod", None)
+    if isinstance(original, torch.nn.Module):
+        return original
+    return module if getattr(module, "_compiled_call_impl", None) is not None else None
+
+
+def _holds_dtensors(model: torch.nn.Module) -> bool:
+    dtensor = dtensor_class()
+    return dtensor is not None and any(isinstance(p, dtensor) for p in model.parameters())
+
+
+def _holds_compiled(model: torch.nn.Module) -> bool:
+    return any(m is not model and _compiled_target(m) is not None for m in model.modules())
+
+
+def _count_on_meta(audit: "ComputeAudit", target: torch.nn.Module, args: tuple, kwargs: dict,
+                   grad: bool) -> StepCount:
+    """One call of ``target`` on meta copies of its parameters, buffers and inputs (the same shapes,
+    dtypes, strides and grad flags), with the counter there and compiled code run eagerly: its
+    forward and, with grad, the backward from every output that needs a gradient. Nothing of the
+    live step (the real tensors, their .grad, the compiled graphs) is touched."""
+    from torch.func import functional_call
+
+    def meta(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        copy = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device="meta")
+        return copy.requires_grad_(True) if t.requires_grad else copy
+
+    params = {n: torch.nn.Parameter(meta(p).detach(), requires_grad=p.requires_grad)
+              for n, p in target.named_parameters()}
+    state = {**params, **{n: meta(b) for n, b in target.named_buffers()}}
+    margs, mkwargs = torch.utils._pytree.tree_map(meta, (args, kwargs))
+    counter = CountingMode(target, dense_expert_modules(target))
+    audit._side_counting = True
+    try:
+        with torch.compiler.set_stance("force_eager"), counter, torch.set_grad_enabled(grad):
+            out = functional_call(target, state, margs, mkwargs)
+            if grad:
+                outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.requires_grad]
+                wrt = [p for p in params.values() if p.requires_grad] + [
+                    t for t in tree_flatten((margs, mkwargs))[0] if isinstance(t, torch.Tensor) and t.requires_grad]
+                if outs and wrt:
+                    torch.autograd.grad(outs, wrt, [torch.ones_like(o) for o in outs], allow_unused=True)
+    finally:
+        audit._side_counting = False
+    return counter.result
+
+
+@dataclass
+class _Interval:
+    """FLOPs since the last ledger record, ending at ``step``: training, evaluation, recomputation,
+    the training calls' hardware work, and each tagged phase's."""
+
+    step: int = 0
+    flops: int = 0
+    eval: int = 0
+    recompute: int = 0
+    hardware: int = 0
+    phases: dict[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.flops or self.eval or self.recompute or self.hardware or any(self.phases.values()))
+
+    def by_phase(self) -> dict[str, int]:
+        return {"train": self.flops, "eval": self.eval, **self.phases}
+
+    def vector(self, names: list[str]) -> list[int]:
+        """The figures in a fixed order (the tagged phases in ``names``' order), to sum across ranks."""
+        return [self.flops, self.eval, self.recompute, self.hardware, *(self.phases.get(n, 0) for n in names)]
+
+    @classmethod
+    def from_vector(cls, step: int, values: list[int], names: list[str]) -> "_Interval":
+        return cls(step, *values[:4], dict(zip(names, values[4:])))
+
+    def add(self, other: "_Interval") -> None:
+        self.step = max(self.step, other.step)
+        self.flops, self.eval = self.flops + other.flops, self.eval + other.eval
+        self.recompute, self.hardware = self.recompute + other.recompute, self.hardware + other.hardware
+        for name, v in other.phases.items():
+            self.phases[name] = self.phases.get(name, 0) + v
+
+
+def _flush_buckets(intervals: list[_Interval], every: int) -> dict[int, _Interval]:
+    """Intervals gathered by flush interval (steps ((b-1)F, bF]), so that ranks that stepped
+    unevenly meet: bucket -> their sum, at its last step."""
+    buckets: dict[int, _Interval] = {}
+    for interval in intervals:
+        buckets.setdefault(-(-interval.step // max(every, 1)), _Interval(interval.step)).add(interval)
     return buckets
 
 

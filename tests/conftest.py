@@ -11,3 +11,18 @@ def _private_count_cache(tmp_path_factory):
     mp.delenv("AUDITOR_SIGNING_KEY", raising=False)
     yield
     mp.undo()
+
+
+@pytest.fixture
+def windows(monkeypatch):
+    """How many times the tracker switched its dispatch-level counter on: repeats must not."""
+    from auditor import tracking
+
+    entered = []
+    original = tracking._RoutedCounting.__enter__
+
+    def enter(self):
+        entered.append(1)
+        return original(self)
+    monkeypatch.setattr(tracking._RoutedCounting, "__enter__", enter)
+    return entered

@@ -105,6 +105,8 @@ def forge(run_dir: Path, factor: int = 2, key: Path | None = None) -> int:
     for key_ in ("flops", "low", "high"):
         data["estimates"][0][key_] = total
     data["tracked"]["series"] = [[r["step"], r["total"]] for r in out]
+    data["tracked"]["flops_by_phase"]["train"] = data["estimates"][0]["flops_by_phase"]["train"] = total
+    data["tracked"]["hardware_flops"] = total           # (no hardware_flops in the records: it is their flops)
     data["tracked"]["ledger"]["head"] = prev
     dossier.write(dossier.seal(data, signer), run_dir / dossier.DOSSIER_NAME)
     return total

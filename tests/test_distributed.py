@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
 import traceback
 import warnings
 from datetime import timedelta
@@ -178,8 +176,38 @@ def _pairs(rank, tmp):
     return {"total": run.total_flops, "halfway": halfway, "ledger_halfway": ledger_halfway}
 
 
+def _phases(rank, tmp):
+    """Tagged phases on each rank, different names on each: the ledger sums them by name, and every
+    rank holds the run's figures by phase after stop()."""
+    from auditor.record.ledger import read_ledger
+    from auditor.record.verify import verify_target
+
+    model, opt = _mlp()
+    run_dir = Path(tmp) / "phases-run"
+    with ComputeAudit_(run_dir, model, opt) as run:
+        for _ in range(3):
+            with run.phase("rollout" if rank == 0 else "teacher"), torch.no_grad():
+                model(torch.randn(2 + rank, 32))
+            with run.phase("rollout"), torch.no_grad():
+                model(torch.randn(1, 32))
+            _train(model, opt, [BATCHES[rank][0]])
+    out = {"phases": run.flops_by_phase}
+    dist.barrier()
+    if rank == 0:
+        out["ledger"] = [r.get("phases") for r in read_ledger(run_dir).records if r["kind"] == "interval"]
+        out["verify"] = verify_target(run_dir)[0]
+    return out
+
+
+def ComputeAudit_(*args, **kwargs):
+    from auditor.tracking import ComputeAudit
+
+    return ComputeAudit(*args, flush_every_steps=FLUSH, flush_every_seconds=None, **kwargs)
+
+
 SCENARIOS = {"exact": _exact, "ledger": _ledger, "guard": _guard, "overflow": _overflow, "resume": _resume,
-             "join": _join, "join-ddp-only": lambda rank, tmp: _join(rank, tmp, give_audit=False), "pairs": _pairs}
+             "join": _join, "join-ddp-only": lambda rank, tmp: _join(rank, tmp, give_audit=False), "pairs": _pairs,
+             "phases": _phases}
 
 
 def _worker(rank, port, tmp, backend):
@@ -199,27 +227,10 @@ def _worker(rank, port, tmp, backend):
         Path(tmp, f"rank{rank}.json").write_text(json.dumps(results))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _spawn(tmp: Path, backend: str, timeout: float = 120.0) -> list[dict]:
-    import torch.multiprocessing as mp
+    from torchrun import free_port, spawn_ranks
 
-    ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp), backend), nprocs=WORLD, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + timeout
-    try:
-        while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the {WORLD} ranks did not finish in {timeout:.0f} s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.terminate()
-    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    return spawn_ranks(_worker, WORLD, (free_port(), str(tmp), backend), tmp, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -227,11 +238,9 @@ def ranks(tmp_path_factory):
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("torch.distributed with the gloo backend is not available")
     tmp = tmp_path_factory.mktemp("distributed")
-    (tmp / "budget.yaml").write_text(
-        "id: dist-budget\ntitle: a budget for two ranks\njurisdiction: internal\n"
-        "citation: {text: test, url: 'https://example.org/budget'}\n"
-        f"threshold_flops: {GUARD_THRESHOLD}\ncomparison: '>'\nbasis: training\n"
-        "status: in_force\nblocking: true\n")
+    from budgets import budget_rule
+
+    budget_rule(tmp / "budget.yaml", "dist-budget", GUARD_THRESHOLD)
     return _spawn(tmp, "gloo")
 
 
@@ -306,6 +315,18 @@ def test_two_calls_a_step_on_each_rank_and_sync_gives_the_ledgers_figure(ranks):
     assert r0["halfway"] == r1["halfway"] == r0["ledger_halfway"] == 2 * per_step
 
 
+def test_phases_are_summed_over_ranks_by_name(ranks):
+    r0, r1 = _scenario(ranks, "phases")
+    forward = 2 * 32 * 64 + 2 * 64 * 10                      # a row forward, no grad
+    expected = {"train": 3 * (BATCHES[0][0] + BATCHES[1][0]) * PER_SAMPLE, "eval": 0,
+                "rollout": 3 * (2 + 1 + 1) * forward, "teacher": 3 * 3 * forward}
+    assert r0["phases"] == r1["phases"] == expected
+    # Flushes at steps 2 and 3 (stop): each interval's phases, both ranks' summed.
+    assert r0["ledger"] == [{"rollout": 2 * 4 * forward, "teacher": 2 * 3 * forward},
+                            {"rollout": 4 * forward, "teacher": 3 * forward}]
+    assert r0["verify"] == 0
+
+
 def _nccl_worker(rank, port, tmp):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
     torch.cuda.set_device(rank)
@@ -330,7 +351,9 @@ def _nccl_worker(rank, port, tmp):
 def test_nccl_process_group(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.start_processes(_nccl_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+    from torchrun import free_port
+
+    mp.start_processes(_nccl_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn")
     results = [json.loads((tmp_path / f"rank{r}.json").read_text())["nccl"] for r in range(WORLD)]
     assert all("error" not in r for r in results), results
     assert results[0]["total"] == results[1]["total"] == 2 * 2 * (4 * 8 * 8) * 2

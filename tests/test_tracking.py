@@ -143,16 +143,13 @@ def test_decorator_with_the_audit_passed_in():
 
 def test_stop_guard_fires_before_the_crossing_step(tmp_path):
     per_step = 8 * (3 * (2 * 32 * 64 + 2 * 64 * 10) - 2 * 32 * 64)  # 8 samples a step
-    budget = tmp_path / "budget.yaml"
-    budget.write_text(
-        "id: tiny-budget\ntitle: a tiny budget\njurisdiction: internal\n"
-        "citation: {text: test, url: 'https://example.org/budget'}\n"
-        f"threshold_flops: {3 * per_step + per_step // 2}\ncomparison: '>'\nbasis: training\n"
-        "status: in_force\nblocking: true\n")
+    from budgets import budget_rule
+
+    budget = budget_rule(tmp_path / "budget.yaml", "tiny-budget", 3 * per_step + per_step // 2)
     model, opt = mlp()
     steps_done = 0
     with pytest.raises(ComputeBudgetExceeded, match="tiny-budget"):
-        with ComputeAudit(model=model, optimizer=opt, rules=[str(budget)], on_exceed="stop") as run:
+        with ComputeAudit(model=model, optimizer=opt, rules=[budget], on_exceed="stop") as run:
             for _ in range(10):
                 model(torch.randn(8, 32)).pow(2).mean().backward()
                 opt.step()

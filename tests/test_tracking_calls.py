@@ -32,19 +32,6 @@ def data(*shape, seed):
     return torch.randn(*shape, IN, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture
-def windows(monkeypatch):
-    """How many times the tracker switched its dispatch-level counter on: repeats must not."""
-    entered = []
-    original = tracking._RoutedCounting.__enter__
-
-    def enter(self):
-        entered.append(1)
-        return original(self)
-    monkeypatch.setattr(tracking._RoutedCounting, "__enter__", enter)
-    return entered
-
-
 def audited(loop, model, opt, **options):
     """The loop once, with the audit inside FlopCounterMode: the two count the same work."""
     with FlopCounterMode(display=False) as every_op:

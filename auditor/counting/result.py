@@ -15,7 +15,11 @@ class StepCount:
     ``records`` hold the model's compute: what the training step needs, with mixture-of-experts
     layers counted through the k experts each token visits. ``executed`` holds what the
     hardware ran where that differs (experts computed densely and masked); it is reported
-    apart and never enters training compute.
+    apart and never enters training compute. ``local_extra`` holds, under tensor parallelism,
+    this rank's local work beyond its share of the model's compute (``records``): a layer left
+    unparallelized runs whole on every rank of the group, and is charged to each its share
+    (counting/dtensor.py). A rank's entry may be negative where shards are uneven; the group's
+    sum is not.
     """
 
     records: Counter = field(default_factory=Counter)
@@ -24,6 +28,7 @@ class StepCount:
     assumptions: list[str] = field(default_factory=list)
     tokens: int | None = None  # tokens in the step's batch, where known
     model_class: str | None = None  # the class counted, where it was built from a config (hf.py)
+    local_extra: Counter = field(default_factory=Counter)
 
     # -- totals
     def phase(self, name: str) -> int:
@@ -43,8 +48,9 @@ class StepCount:
 
     @property
     def hardware_total(self) -> int:
-        """What the kernels executed: model compute plus recomputation and dense-masked expert work."""
-        return self.total + self.recompute + sum(self.executed.values())
+        """What the kernels executed: model compute plus recomputation, dense-masked expert work
+        and, under tensor parallelism, the work this rank repeats or runs beyond its share."""
+        return self.total + self.recompute + sum(self.executed.values()) + sum(self.local_extra.values())
 
     @property
     def recompute(self) -> int:
@@ -83,14 +89,16 @@ class StepCount:
         return {"records": [[*k, v] for k, v in sorted(self.records.items())],
                 "executed": [[*k, v] for k, v in sorted(self.executed.items())],
                 "uncovered": dict(sorted(self.uncovered.items())),
-                "assumptions": list(self.assumptions), "tokens": self.tokens, "model_class": self.model_class}
+                "assumptions": list(self.assumptions), "tokens": self.tokens, "model_class": self.model_class,
+                **({"local_extra": [[*k, v] for k, v in sorted(self.local_extra.items())]} if self.local_extra else {})}
 
     @classmethod
     def from_json(cls, data: dict) -> "StepCount":
         return cls(Counter({tuple(r[:3]): int(r[3]) for r in data["records"]}),
                    Counter({tuple(r[:3]): int(r[3]) for r in data["executed"]}),
                    Counter({k: int(v) for k, v in data["uncovered"].items()}),
-                   list(data["assumptions"]), data["tokens"], data.get("model_class"))
+                   list(data["assumptions"]), data["tokens"], data.get("model_class"),
+                   Counter({tuple(r[:3]): int(r[3]) for r in data.get("local_extra", [])}))
 
     def to_dict(self) -> dict:
         return {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,13 +30,29 @@ KINDS = ("start", "interval", "resume", "close")
 REQUIRED = {"seq": int, "time": str, "step": int, "flops": int, "total": int, "kind": str, "prev": str, "hash": str}
 
 
-EXTRA_INTS = {"eval_flops": 0, "recompute_flops": 0, "ranks": 1}  # optional int fields and their minimum
+EXTRA_INTS = {"eval_flops": 0, "recompute_flops": 0, "ranks": 1, "hardware_flops": 0}  # optional ints, minimum
 
 
-FIELDS = {**REQUIRED, **dict.fromkeys(EXTRA_INTS, int), "meta": dict}
+FIELDS = {**REQUIRED, **dict.fromkeys(EXTRA_INTS, int), "meta": dict, "phases": dict}
 
 
 MAX_META = 4096  # bytes of canonical JSON
+# A per-record ``phases`` mapping: each tagged phase's FLOPs in the interval (train is ``flops``,
+# eval ``eval_flops``); names as ComputeAudit.phase and rule files' counts_phases take them.
+PHASE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+MAX_PHASES = 64
+
+
+def phases_problem(phases) -> str | None:
+    """Why a record's ``phases`` mapping is not {phase name: int >= 0}, or None."""
+    if len(phases) > MAX_PHASES:
+        return f"more than {MAX_PHASES} phases"
+    for name, value in phases.items():
+        if not PHASE_RE.match(name) or name in ("train", "eval"):
+            return f"phases: {name[:40]!r} is not a tagged phase's name (train and eval have their own fields)"
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"phases: {name!r} is not an int >= 0"
+    return None
 
 
 class LedgerError(Exception):
@@ -79,14 +96,18 @@ def check_record(rec, raw: bytes, last: dict | None) -> str | None:
         return "not in canonical form, or a bad time"
     seq, prev, base = (0, ZERO, 0) if last is None else (last["seq"] + 1, last["hash"], last["total"])
     kind, step = rec["kind"], rec["step"]
+    if "phases" in rec and (problem := phases_problem(rec["phases"])):
+        return problem
     problems = (
         (rec["seq"] != seq, f"seq gap: expected {seq}, found {rec['seq']}"),
         (rec["prev"] != prev, f"prev mismatch: does not chain to the previous record ({prev[:16]}...)"),
         (kind not in KINDS, f"unknown kind {kind!r}"),
         ((kind == "start") != (last is None), "a start record comes first, and only first"),
         (last is not None and last["kind"] == "close" and kind != "resume", "a record after close, not a resume"),
-        (min(rec["flops"], rec.get("eval_flops", 0), rec.get("recompute_flops", 0)) < 0, "negative flops"),
-        (kind in ("start", "resume", "close") and (rec["flops"] or rec.get("eval_flops") or rec.get("recompute_flops")),
+        (min(rec["flops"], rec.get("eval_flops", 0), rec.get("recompute_flops", 0), rec.get("hardware_flops", 0)) < 0,
+         "negative flops"),
+        (kind in ("start", "resume", "close") and (rec["flops"] or rec.get("eval_flops") or rec.get("recompute_flops")
+                                                   or rec.get("hardware_flops") or rec.get("phases")),
          f"a {kind} record carries FLOPs (only interval records do)"),
         (last is not None and _time(rec) < _time(last),
          f"time goes backwards ({rec['time']} after {(last or {}).get('time')})"),
@@ -160,6 +181,30 @@ def _read(path: Path, keep: bool = True, cut_step: int | None = None, visit=None
 def read_ledger(path) -> LedgerState:
     """The valid records and the torn tail of a ledger (file or RUN_DIR); LedgerError names a bad record."""
     return _read(ledger_path(path))[0]
+
+
+@dataclass
+class Sums:
+    """Running sums of a ledger's optional figures: evaluation, recomputation, the training calls'
+    hardware work (``hardware_flops``, else the interval's ``flops``) and each tagged phase."""
+    eval: int = 0
+    recompute: int = 0
+    hardware: int = 0
+    phases: dict = field(default_factory=dict)
+
+    def add(self, rec: dict) -> None:
+        self.eval += rec.get("eval_flops", 0)
+        self.recompute += rec.get("recompute_flops", 0)
+        self.hardware += rec.get("hardware_flops", rec["flops"])
+        for name, value in (rec.get("phases") or {}).items():
+            self.phases[name] = self.phases.get(name, 0) + value
+
+    def copy(self) -> "Sums":
+        return Sums(self.eval, self.recompute, self.hardware, dict(self.phases))
+
+    def by_phase(self, train: int) -> dict[str, int]:
+        """train, eval and every tagged phase with FLOPs: a dossier's tracked.flops_by_phase."""
+        return {"train": train, "eval": self.eval, **{k: v for k, v in sorted(self.phases.items()) if v}}
 
 
 BadRecord = namedtuple("BadRecord", "seq line reason")  # the first bad record: its seq, line number, why

@@ -26,8 +26,10 @@ from auditor.record.ledger import (
     SIGNATURE_FILENAME,
     ZERO,
     LedgerError,
+    Sums,
     _read,
     canonical,
+    phases_problem,
     record_hash,
 )
 
@@ -92,8 +94,15 @@ class Ledger:
         append a ``resume`` record. Returns the ledger and the total carried over (docs/ledger.md)."""
         self, step = cls.__new__(cls), _count(checkpoint_step, "checkpoint_step")
         self._open(run_dir, flush_every_steps, flush_every_seconds, signer, on_flush)
+        running, kept = Sums(), {}
+
+        def visit(rec):
+            running.add(rec)
+            if rec["step"] <= step:
+                kept["sums"] = running.copy()
         try:
-            st, (cut_end, cut) = _read(self.path, keep=False, cut_step=step)
+            st, (cut_end, cut) = _read(self.path, keep=False, cut_step=step, visit=visit)
+            self.kept = kept.get("sums", Sums())
             if cut is None and step:  # (a start record is at step 0, before any checkpoint)
                 raise LedgerError(f"{self.path}: nothing to resume at step {step}: the compute before it was not "
                                   f"recorded (a new ledger, Ledger(run_dir), records from here on)")
@@ -223,6 +232,7 @@ class Ledger:
         self.run_dir, self.path = Path(run_dir), Path(run_dir) / FILENAME
         self._every_steps, self._every_seconds = every_steps, every_seconds
         self._lock, self._buffer, self._last, self.resume_info = threading.RLock(), [], None, {}
+        self.kept = Sums()              # after resume: the kept records' evaluation, hardware and phase sums
         self._pid, self._flushed_at, self._flushed_step, self._broken = os.getpid(), time.monotonic(), 0, False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -247,7 +257,7 @@ class Ledger:
         step, flops = _count(step, "step"), _count(flops, "flops")
         if self._last is not None and step < self._last["step"]:
             raise ValueError(f"step {step} is before the last recorded step {self._last['step']} (steps never decrease)")
-        if unknown := set(extra) - {*EXTRA_INTS, "meta"}:
+        if unknown := set(extra) - {*EXTRA_INTS, "meta", "phases"}:
             raise TypeError(f"not an optional ledger field: {', '.join(sorted(unknown))}")
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         if self._last is not None and now < self._last["time"]:
@@ -257,6 +267,14 @@ class Ledger:
         for key, minimum in EXTRA_INTS.items():
             if extra.get(key) is not None:
                 body[key] = _count(extra[key], key, minimum)
+        if extra.get("phases"):
+            phases = extra["phases"]
+            if not isinstance(phases, dict) or not all(isinstance(k, str) for k in phases):
+                raise TypeError("phases must be a mapping of phase names to ints")
+            phases = {k: _count(v, f"phases[{k!r}]") for k, v in sorted(phases.items())}
+            if problem := phases_problem(phases):
+                raise ValueError(problem)
+            body["phases"] = phases
         if extra.get("meta"):
             if not isinstance(extra["meta"], dict) or len(canonical(extra["meta"])) > MAX_META:
                 raise ValueError(f"meta must be a JSON object of at most {MAX_META} bytes")

@@ -26,6 +26,7 @@ from auditor.record import dossier
 from auditor.record.ledger import (
     FILENAME,
     SIGNATURE_FILENAME,
+    Sums,
     canonical,
     check_ledger,
     check_record,
@@ -68,7 +69,8 @@ class LedgerScan:
     series: list[tuple[int, int]] = field(default_factory=list)
     eval_sum: int = 0
     recompute_sum: int = 0
-    at_head: dict | None = None           # count, step, total, eval, recompute at the sealed head
+    sums: Sums = field(default_factory=Sums)  # evaluation, hardware work, phases: running sums
+    at_head: dict | None = None           # count, step, total, eval, recompute, sums at the sealed head
     signed_digest: str | None = None      # SHA-256 of the ledger's bytes through the signed record
     signed_found: bool = False
     signers: set = field(default_factory=set)   # key ids the start/resume records name
@@ -80,18 +82,19 @@ class LedgerScan:
         index = len(self.series)
         if rec["kind"] == "resume":      # a cut: the figures just before it, and what it set aside
             self.resumes.append({"index": index, "cut": self.last, "eval": self.eval_sum,
-                                 "recompute": self.recompute_sum,
+                                 "recompute": self.recompute_sum, "sums": self.sums.copy(),
                                  "file": (rec.get("meta") or {}).get("rolled_back_file")})
         signer = (rec.get("meta") or {}).get("signer") if rec["kind"] in ("start", "resume") else None
         if isinstance(signer, str):
             self.signers.add(signer)
         self.eval_sum += rec.get("eval_flops", 0)
         self.recompute_sum += rec.get("recompute_flops", 0)
+        self.sums.add(rec)
         self.series.append((rec["step"], rec["total"]))
         self._digest.update(canonical(rec) + b"\n")
         if rec["hash"] == self.want_head:
             self.at_head = {"count": index + 1, "step": rec["step"], "total": rec["total"],
-                            "eval": self.eval_sum, "recompute": self.recompute_sum}
+                            "eval": self.eval_sum, "recompute": self.recompute_sum, "sums": self.sums.copy()}
         if self.want_signed == (rec["seq"], rec["hash"]):
             self.signed_found, self.signed_digest = True, self._digest.hexdigest()
         self.last = rec
@@ -290,6 +293,20 @@ def _check_meaning(found: Findings, path: Path, data: dict, ledger_file: Path | 
               ("tracked.recompute_flops", tracked.get("recompute_flops"), figures["recompute"])]
     wrong = [f"{name} is {printable(said)} but {where} says {actual:,} at the head the dossier seals"
              for name, said, actual in checks if said != actual]
+    sums = figures["sums"]
+    # Optional figures (dossiers before phases and hardware work were recorded lack them): each, where
+    # present, must be the ledger's.
+    if "hardware_flops" in tracked and tracked["hardware_flops"] != sums.hardware:
+        wrong.append(f"tracked.hardware_flops is {printable(tracked['hardware_flops'])} but {where} says "
+                     f"{sums.hardware:,} at the head the dossier seals")
+    if "flops_by_phase" in tracked:
+        said, actual = tracked["flops_by_phase"], sums.by_phase(figures["total"])
+        if not isinstance(said, dict) or said != actual:
+            names = sorted(set(said) | set(actual)) if isinstance(said, dict) else ["(not a mapping)"]
+            differs = [n for n in names if not isinstance(said, dict) or said.get(n) != actual.get(n)]
+            wrong.append(f"tracked.flops_by_phase differs from {where} at the head the dossier seals, for "
+                         + ", ".join(f"{printable(n)} ({printable(said.get(n) if isinstance(said, dict) else said)} "
+                                     f"vs {actual.get(n, 0):,})" for n in differs[:5]))
     points = tracked.get("series")
     expected = [list(p) for p in series[:count]]
     if points is not None and points != expected:
@@ -323,7 +340,7 @@ def _in_rolled_back(ledger_file: Path, scan: LedgerScan, head: str):
         except (OSError, FileRefused):
             continue
         last, series = resume["cut"], [list(p) for p in scan.series[:resume["index"]]]
-        eval_sum, recompute_sum = resume["eval"], resume["recompute"]
+        eval_sum, recompute_sum, sums = resume["eval"], resume["recompute"], resume["sums"].copy()
         for line in raw.splitlines(keepends=True):
             try:
                 rec = json.loads(line)
@@ -333,10 +350,11 @@ def _in_rolled_back(ledger_file: Path, scan: LedgerScan, head: str):
                 break
             last, eval_sum = rec, eval_sum + rec.get("eval_flops", 0)
             recompute_sum += rec.get("recompute_flops", 0)
+            sums.add(rec)
             series.append([rec["step"], rec["total"]])
             if rec["hash"] == head:
                 return ({"count": len(series), "step": rec["step"], "total": rec["total"], "eval": eval_sum,
-                         "recompute": recompute_sum}, series, Path(name).name)
+                         "recompute": recompute_sum, "sums": sums.copy()}, series, Path(name).name)
     return None, None, None
 
 

@@ -145,6 +145,9 @@ def dossier_text(d: dict[str, Any]) -> str:
     summary = dossier_summary(d)
     lines = [f"{d['run']}: {sci(d['total_flops'])} FLOP (range {sci(d['low'])} to {sci(d['high'])})",
              *headline_lines(summary), ""]
+    phases = (d.get("tracked") or {}).get("flops_by_phase") or {}
+    if len(phases) > 2:  # a tracked run with tagged phases besides train and eval
+        lines.insert(-1, "by phase: " + "; ".join(f"{name} {sci(v)} FLOP" for name, v in phases.items()))
     main_rules, other_rules = ordered_verdicts(d.get("verdicts", []))
     lines.append(verdict_table(main_rules + other_rules, deadlines=False))
     lines.append(f"seal {d['seal']['digest']}")

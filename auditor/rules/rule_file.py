@@ -44,6 +44,9 @@ DEADLINE_STARTS = ("threshold_known", "threshold_met", "training_start", "deploy
 _ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?$")
 _URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+PHASE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# The phases a tracked run tags its passes with (ComputeAudit.phase); a run may add its own names.
+PHASES = ("train", "rollout", "synthetic_data", "eval", "reward_model", "teacher")
 
 
 class RuleError(InputError):
@@ -115,6 +118,27 @@ def _bool(value: Any) -> bool:
     return value
 
 
+def phase_name(value: Any) -> str:
+    """A phase's name, checked: lowercase letters, digits and '_', starting with a letter."""
+    if not isinstance(value, str) or not PHASE_RE.match(value):
+        raise ValueError(f"got {short(value)}; expected a phase name of lowercase letters, digits and '_' "
+                         f"starting with a letter, e.g. {join_words(PHASES)}")
+    return value
+
+
+def _phases(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"got {short(value)}; expected a non-empty list of phases, e.g. [train, rollout]")
+    for i, item in enumerate(value):
+        try:
+            phase_name(item)
+        except ValueError as exc:
+            raise _FieldError(str(exc), i) from None
+        if item in value[:i]:
+            raise _FieldError(f"got {item!r} twice; expected each phase once", i)
+    return value
+
+
 def _modalities(value: Any) -> list[str]:
     if not isinstance(value, list) or not value:
         raise ValueError(f"got {short(value)}; expected a non-empty list of modalities from {join_words(MODALITIES)}")
@@ -129,6 +153,9 @@ Flops = _count("number of FLOPs")
 Date = Annotated[date, BeforeValidator(_date), WithJsonSchema({"type": "string", "format": "date"})]
 Bool = Annotated[bool, BeforeValidator(_bool), WithJsonSchema({"type": "boolean"})]
 Ratio = Annotated[Fraction, BeforeValidator(_ratio), WithJsonSchema({"type": ["number", "string"], "examples": [0.5]})]
+Phases = Annotated[list[str], BeforeValidator(_phases), WithJsonSchema(
+    {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string", "pattern": PHASE_RE.pattern},
+     "examples": [["train", "rollout", "synthetic_data"]]})]
 
 
 # ----- sections
@@ -206,6 +233,10 @@ class Rule(_Mapping):
     blocking: Bool = Field(description="true or false: whether the gate fails when the rule is crossed or at risk")
     counts_teacher: Bool | None = Field(None, description="basis cumulative, over a registry's lineage: whether a "
                                         "distilled model counts its teacher's training compute (default false)")
+    counts_phases: Phases = Field(default_factory=lambda: ["train"], description=(
+        "which phases of a tracked run count towards the threshold, summed: train (ordinary training steps), "
+        "rollout (reinforcement learning's generation), synthetic_data, eval, reward_model, teacher, or a run's "
+        "own phase name (default: [train])"))
     obligations: _texts("obligation") = Field(default_factory=list, description="what follows when it applies")
     deadlines: Annotated[list[Deadline], BeforeValidator(lambda v: _list(v, "list of deadlines (mappings)"))] = Field(
         default_factory=list, description="a list of {what, within_days or within_hours, from}")

@@ -83,6 +83,7 @@ class _Run:
     modification: bool               # it has a lineage: a fine-tune or other modification of a base model
     base_flops: int | None
     developer: str | None            # same | other | None (not stated)
+    phases: tuple[tuple[str, int], ...] = ()  # a tracked run's FLOPs by phase; the figures are its train phase
 
 
 def _run_of(result: Any) -> _Run:
@@ -94,9 +95,27 @@ def _run_of(result: Any) -> _Run:
     central = getattr(result, "total_flops", None)
     central = result.flops if central is None else central
     base = lineage.get("base_compute_flops")
+    phases = getattr(result, "phases", None)
     return _Run(int(result.low), int(central), int(result.high), getattr(result, "modality", None),
                 bool(lineage.keys() & {"base_model", "base_compute_flops", "developer"}),
-                int(base) if base is not None else None, lineage.get("developer"))
+                int(base) if base is not None else None, lineage.get("developer"),
+                tuple(sorted((str(k), int(v)) for k, v in phases.items())) if isinstance(phases, dict) else ())
+
+
+def _counted_phases(rule: Rule, run: _Run, assumptions: list[str]) -> tuple[int, str]:
+    """What the phases a rule counts add to the run's train figure (a tracked run's rollout, say,
+    or minus its training where a rule does not count it), and the words for the sum."""
+    if not run.phases:
+        return 0, ""
+    phases, counted = dict(run.phases), rule.counts_phases
+    added = sum(v for p, v in phases.items() if p in counted and p != "train")
+    if "train" not in counted:
+        added -= phases.get("train", 0)
+    left = [f"{p} {sci(v)}" for p, v in sorted(phases.items()) if v and p not in counted]
+    if left:
+        assumptions.append(f"not counted by this rule: {', '.join(left)} FLOP (it counts {join_words(counted)})")
+    shown = [p for p in counted if phases.get(p)]
+    return added, f" ({' + '.join(shown)})" if shown else " (no phase it counts has FLOPs)"
 
 
 def _ratio_words(ratio: Fraction) -> str:
@@ -149,7 +168,8 @@ def _scope(rule: Rule, run: _Run, assumptions: list[str]) -> str | None:
 
 def _figures(rule: Rule, run: _Run, assumptions: list[str]) -> tuple[tuple[int, int, int], Fraction, str, str]:
     """((low, central, high) compared, the exact threshold, what the figure is, where the threshold comes from)."""
-    added, threshold, origin = 0, Fraction(rule.threshold_flops or 0), ""
+    threshold, origin = Fraction(rule.threshold_flops or 0), ""
+    added, phased = _counted_phases(rule, run, assumptions)
     if rule.basis == "training":
         figure = "the run's compute"
     elif rule.basis == "cumulative":
@@ -160,8 +180,8 @@ def _figures(rule: Rule, run: _Run, assumptions: list[str]) -> tuple[tuple[int, 
         elif run.base_flops is None:
             figure = "the run's compute alone (the base model's compute is unknown, so this is a lower bound)"
         else:
-            added = run.base_flops
-            figure = f"the base model's {sci(added)} FLOP plus the run's compute"
+            added += run.base_flops
+            figure = f"the base model's {sci(run.base_flops)} FLOP plus the run's compute"
             if run.developer is None:
                 assumptions.append("who made the modification is not stated: the base model's compute is added "
                                    "(conservative)")
@@ -174,7 +194,7 @@ def _figures(rule: Rule, run: _Run, assumptions: list[str]) -> tuple[tuple[int, 
             origin = f"{share} of the fallback {sci(rule.fallback_base_flops)}, the base model's compute being unknown"
             assumptions.append(f"the base model's compute is unknown: the threshold is {share} of "
                                f"{sci(rule.fallback_base_flops)} FLOP, as the rule says")
-    return (run.low + added, run.central + added, run.high + added), threshold, figure, origin
+    return (run.low + added, run.central + added, run.high + added), threshold, figure + phased, origin
 
 
 def passes(flops: int, threshold: int | Fraction, comparison: str) -> bool:
