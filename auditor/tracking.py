@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import json
 import sys
 import warnings
 import weakref
@@ -48,6 +49,7 @@ from auditor.ranks import (
     sum_across_ranks,
     world_size,
 )
+from auditor.text import sci
 
 _POSITIONS = 16  # calls per backward told apart by position; later ones share the last key
 _UNCOUNTED_BACKWARD = "tracker: a backward of a call first seen without one"
@@ -217,16 +219,31 @@ class ComputeAudit:
     Ed25519 private key file (``auditor keys new``; default $AUDITOR_SIGNING_KEY) that signs the
     ledger's head at every flush and the dossier; its path is never written down. ``registry``: an
     auditor.registry.RunRecorder that records the ledger's records as they are flushed.
+
+    ``authorization``: a reviewer's signed approval of this run's budget (``auditor authorize``),
+    checked at start against ``trusted_keys`` (their NAME.pub files) and ``config`` (the training
+    config it approves): a missing one where ``require_authorization``, a forged, expired or
+    not-yet-valid one, or one made for another config raises auditor.AuthorizationError before
+    anything runs. The budget is then a blocking limit over the phases its rules count: the run
+    stops (ComputeBudgetExceeded, the ledger written) before the call that would exceed it, unless
+    ``on_exceed='warn'`` says to warn (rules warn unless ``on_exceed='stop'``). The ledger's first
+    record names it (its SHA-256), and the dossier shows authorized against used
+    (docs/authorization.md).
     """
 
     def __init__(self, run_dir: str | Path | None = None, model: torch.nn.Module | None = None,
                  optimizer: Any = None, *, rules: list[str] | None = None,
-                 on_exceed: str = "warn", resume_step: int | None = None, flush_every_steps: int = 100,
+                 on_exceed: str | None = None, resume_step: int | None = None, flush_every_steps: int = 100,
                  flush_every_seconds: float | None = 30.0, progress_every: int | None = None,
                  name: str | None = None, preflight: dict | None = None, signing_key: str | Path | None = None,
-                 registry=None):
-        if on_exceed not in ("warn", "stop"):
+                 registry=None, config: str | Path | None = None, authorization: str | Path | None = None,
+                 trusted_keys=(), require_authorization: bool = False):
+        if on_exceed not in (None, "warn", "stop"):
             raise ValueError(f"on_exceed must be 'warn' or 'stop', got {on_exceed!r}")
+        self.config, self._authorization_file = config, authorization
+        self._trusted_keys, self._require_authorization = list(trusted_keys or ()), require_authorization
+        self.authorization = None            # the verified Authorization the run holds (start())
+        self._budget: tuple | None = None    # its limit: (name, budget, '>', phases)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.name = name or (self.run_dir.name if self.run_dir else "run")
         self.on_exceed, self.resume_step = on_exceed, resume_step
@@ -305,8 +322,14 @@ class ComputeAudit:
     def start(self) -> "ComputeAudit":
         if self._started:
             return self
+        from auditor.record.authorization import for_run
+
+        # Refused before anything runs or is written: a missing, forged, expired or foreign authorization.
+        self.authorization = for_run(self._authorization_file, self._trusted_keys, self.config,
+                                     required=self._require_authorization)
         self._started = True
         self._world = world_size()
+        self._limits = []
         if self._rule_ids:
             from auditor.rules.selection import load_rules
             from auditor.rules.verdicts import evaluate
@@ -318,7 +341,15 @@ class ComputeAudit:
             phases = {r.id: tuple(r.counts_phases) for r in self.rules}
             self._limits = [(v.rule, v.threshold_flops, v.comparison, phases[v.rule])
                             for v in evaluate(nothing, self.rules) if v.blocking and v.status != "not_in_force"]
-            self._guarded = frozenset(p for *_, counted in self._limits for p in counted)
+        if self.authorization is not None:
+            from auditor.record.authorization import counted_phases
+            from auditor.record.signing import short_id
+
+            auth = self.authorization
+            self._budget = (f"the budget authorized by {auth.approver.name} ({short_id(auth.approver.keyid)}), "
+                            f"{sci(auth.budget_flops)} FLOP", auth.budget_flops, ">", counted_phases(auth))
+            self._limits.append(self._budget)
+        self._guarded = frozenset(p for *_, counted in self._limits for p in counted)
         if self.run_dir is not None:
             from auditor.record.ledger_writer import Ledger
             from auditor.record.signing import signing_key_from
@@ -329,7 +360,7 @@ class ComputeAudit:
                 self._signer = signing_key_from(self._signing_key, not_in=self.run_dir)
                 cadence = {"flush_every_steps": self.flush_every_steps,
                            "flush_every_seconds": self.flush_every_seconds, "signer": self._signer,
-                           "on_flush": self._registry}
+                           "on_flush": self._registry, "meta": self._authorization_meta()}
                 if self.resume_step is not None:
                     # Always through resume: a missing ledger with resume_step > 0 is an error, not a
                     # silent fresh start that would drop the compute before the checkpoint.
@@ -349,6 +380,17 @@ class ComputeAudit:
         if self._model is not None:
             self.watch(self._model, self._optimizer)
         return self
+
+    def _authorization_meta(self) -> dict | None:
+        """The ledger's start (or resume) record names the authorization the run holds; its bytes
+        are kept beside the ledger (RUN_DIR/authorization.json) for verify."""
+        if self.authorization is None:
+            return None
+        from auditor.files import write_atomic
+        from auditor.record.authorization import RUN_COPY, ledger_meta
+
+        write_atomic(self.run_dir / RUN_COPY, self.authorization.raw)  # the bytes that were verified
+        return {"authorization": ledger_meta(self.authorization, self._budget[3])}
 
     def stop(self, *, failed: bool = False) -> None:
         """End the audit. After an exception (``failed``) under torch.distributed no collective is
@@ -553,7 +595,7 @@ class ComputeAudit:
                 side = self._count_compiled(target, key, args, kwargs, grad)
                 if side is None and cached is None:
                     cached = self.cache[key]
-        if self.rules and phase in self._guarded:
+        if self._limits and phase in self._guarded:
             self._guard(cached, phase)
         live = self._window is not None or cached is None
         if live and self._window is None:
@@ -908,7 +950,8 @@ class ComputeAudit:
         elif self.steps % self.flush_every_steps == 0:
             self._write_interval()
         if self.progress_every and self.steps % self.progress_every == 0:
-            print(f"[auditor] step {self.steps}: {self.total_flops:.3e} FLOPs" + self._nearest(), file=sys.stderr)
+            print(f"[auditor] step {self.steps}: {sci(self.total_flops)} FLOPs" + self._budget_words() + self._nearest(),
+                  file=sys.stderr)
 
     # ---------------------------------------------------------------- ledger, ranks, guard
     def _take_interval(self) -> "_Interval":
@@ -1056,32 +1099,42 @@ class ComputeAudit:
                    "flops_by_phase": estimate.phases, "hardware_flops": sums.hardware,
                    "series": [[r["step"], r["total"]] for r in state.records],
                    "ledger": {"path": "ledger.jsonl", "head": state.head, "records": state.count}}
+        held = _authorization_named(state.records)
+        if held is not None:
+            from auditor.record.authorization import RUN_COPY, dossier_block
+
+            copy = self.run_dir / RUN_COPY
+            envelope = json.loads(copy.read_bytes()) if copy.is_file() else None
+            tracked["authorization"] = dossier_block(held, envelope, sum(estimate.phases.get(p, 0) for p in held["phases"]))
         dossier.write(dossier.build(self.preflight, run=self.name, tracked=tracked, signer=self._signer),
                       self.run_dir / dossier.DOSSIER_NAME)
 
     def _guard_shared(self, interval: "_Interval") -> None:
         """Under torch.distributed: stop (or warn) when another interval like the last one would
         cross a blocking threshold; the figures are the all-rank sums every rank holds."""
-        if not self.rules:
+        if not self._limits:
             return
         phases = self._all_rank_phases()
         crossing, figure = self._crossing(lambda p: phases.get(p, 0), interval.by_phase())
         if crossing:
-            self._act(f"auditor: all {self._world} ranks have used {phases['train']:.3e} training FLOPs; the next "
-                      f"{self.flush_every_steps} steps would reach about {figure:.3e}, crossing {crossing}",
+            self._act(f"auditor: all {self._world} ranks have used {sci(phases['train'])} training FLOPs; the next "
+                      f"{self.flush_every_steps} steps would reach about {sci(figure)}, crossing {crossing}",
                       crossing)
 
     def _guard(self, cached: CallCost | None, phase: str) -> None:
-        if not self.rules or self._world > 1:  # across ranks: _guard_shared
+        if not self._limits or self._world > 1:  # across ranks: _guard_shared
             return
         next_cost = cached.forward + cached.tail + (cached.backward or 0) if cached else self._step_cost
         crossing, figure = self._crossing(self._phase_figure, {phase: next_cost})
         if crossing:
-            self._act(f"auditor: the next call would take the run to about {figure:.3e} FLOPs, "
+            self._act(f"auditor: the next call would take the run to about {sci(figure)} FLOPs, "
                       f"crossing {crossing}", crossing)
 
     def _act(self, message: str, crossing: str) -> None:
-        if self.on_exceed == "stop":
+        """Stop (the ledger flushed first) or warn once. Rules warn unless on_exceed='stop'; the
+        authorized budget stops unless on_exceed='warn'."""
+        budget = self._budget is not None and self._budget[0] in crossing
+        if self.on_exceed == "stop" or (budget and self.on_exceed is None):
             if self._ledger is not None:
                 self._ledger.flush()
             raise ComputeBudgetExceeded(message)
@@ -1113,12 +1166,35 @@ class ComputeAudit:
 
         ahead = sorted((threshold, rule) for rule, threshold, comparison, counted in self._limits
                        if not passes(sum(map(self._phase_figure, counted)), threshold, comparison))
-        return f"; nearest threshold {ahead[0][1]} at {ahead[0][0]:.1e}" if ahead else ""
+        return f"; nearest threshold {ahead[0][1]} at {sci(ahead[0][0])}" if ahead else ""
+
+    def budget_used(self) -> float | None:
+        """The share of the authorized budget used so far, over every rank as of the last ``sync()``
+        (None without an authorization)."""
+        if self._budget is None:
+            return None
+        if self._world == 1:
+            return sum(map(self._phase_figure, self._budget[3])) / self._budget[1]
+        phases = self._all_rank_phases()
+        return sum(phases.get(p, 0) for p in self._budget[3]) / self._budget[1]
+
+    def _budget_words(self) -> str:
+        share = self.budget_used()
+        return "" if share is None else f"; {share:.1%} of the authorized {sci(self._budget[1])} FLOP"
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, stacklevel=3)
+
+
+def _authorization_named(records: list[dict]) -> dict | None:
+    """The authorization the ledger's latest start or resume record names (what the run holds now)."""
+    held = None
+    for record in records:
+        if record["kind"] in ("start", "resume"):
+            held = (record.get("meta") or {}).get("authorization", held)
+    return held
 
 
 def _backward_work(call: _Call) -> tuple[int, int, int]:

@@ -53,16 +53,16 @@ class StepSignal:
             hook(self, (), {})
 
 
-def check_on_exceed(on_exceed: str) -> None:
+def check_on_exceed(on_exceed: str | None) -> None:
     """Fail when the callback is made, not when training starts."""
-    if on_exceed not in ("warn", "stop"):
+    if on_exceed not in (None, "warn", "stop"):
         raise ValueError(f"on_exceed must be 'warn' or 'stop', got {on_exceed!r}")
 
 
 class AuditOptions:
     """What both callbacks take and keep: the ComputeAudit's settings, the audit, its step signal."""
 
-    def __init__(self, run_dir=None, rules: list[str] | None = None, on_exceed: str = "warn", **options):
+    def __init__(self, run_dir=None, rules: list[str] | None = None, on_exceed: str | None = None, **options):
         check_on_exceed(on_exceed)
         self.run_dir, self.rules, self.on_exceed, self.options = run_dir, rules, on_exceed, options
         self.audit = None            # the ComputeAudit of the latest run (None before the first)
@@ -82,6 +82,16 @@ class AuditOptions:
                                   on_exceed=self.on_exceed, **options)
         self.audit.start()
         self._steps_at_start = self.audit.steps
+
+
+def log_values(audit) -> dict:
+    """What the callbacks log: the run's figures over every rank, and the share of its authorized
+    budget used where it holds one."""
+    values = {"compute_flops": audit.all_ranks_flops, "compute_eval_flops": audit.all_ranks_eval_flops}
+    used = audit.budget_used()
+    if used is not None:
+        values["compute_budget_used"] = used
+    return values
 
 
 def warn_if_nothing_seen(audit, steps_at_start: int, where: str) -> None:

@@ -24,11 +24,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from auditor.integrations import AuditOptions, warn_if_nothing_seen
+from auditor.integrations import AuditOptions, log_values, warn_if_nothing_seen
 
 __all__ = ["AuditCallback"]
 
-LOG_KEYS = ("compute_flops", "compute_eval_flops")
+LOG_KEYS = ("compute_flops", "compute_eval_flops", "compute_budget_used")
 
 
 class AuditCallback(AuditOptions, TrainerCallback):
@@ -43,7 +43,7 @@ class AuditCallback(AuditOptions, TrainerCallback):
     """
 
     def __init__(self, run_dir: str | Path | None = None, rules: list[str] | None = None,
-                 on_exceed: str = "warn", **options: Any):
+                 on_exceed: str | None = None, **options: Any):
         AuditOptions.__init__(self, run_dir, rules, on_exceed, **options)
 
     @property
@@ -70,7 +70,7 @@ class AuditCallback(AuditOptions, TrainerCallback):
             return
         if self._running:
             self.audit.sync()  # every rank logs here: the ranks' counts are summed, the ledger written
-        values = {"compute_flops": self.audit.all_ranks_flops, "compute_eval_flops": self.audit.all_ranks_eval_flops}
+        values = log_values(self.audit)
         # Trainer.log appends a copy of the logs to the history just before calling on_log.
         history = state.log_history[-1] if state.log_history else None
         if history is not None and history.get("step") == state.global_step and all(

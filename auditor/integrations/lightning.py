@@ -35,7 +35,7 @@ try:
 except ImportError:  # the older package name
     from pytorch_lightning import Callback
 
-from auditor.integrations import AuditOptions, warn_if_nothing_seen
+from auditor.integrations import AuditOptions, log_values, warn_if_nothing_seen
 
 __all__ = ["AuditCallback"]
 
@@ -84,7 +84,7 @@ class AuditCallback(AuditOptions, Callback):
     """
 
     def __init__(self, run_dir: str | Path | None = None, rules: list[str] | None = None,
-                 on_exceed: str = "warn", **options: Any):
+                 on_exceed: str | None = None, **options: Any):
         AuditOptions.__init__(self, run_dir, rules, on_exceed, **options)
         self._restore: list[tuple[torch.nn.Module, str, Any]] = []
         self._stepped = False
@@ -162,7 +162,7 @@ class AuditCallback(AuditOptions, Callback):
 
     def _log(self, trainer) -> None:
         if trainer.is_global_zero:
-            values = {"compute_flops": self.audit.all_ranks_flops, "compute_eval_flops": self.audit.all_ranks_eval_flops}
+            values = log_values(self.audit)
             for logger in trainer.loggers:
                 logger.log_metrics(values, step=trainer.global_step)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class Authorization:
     preflight: dict[str, Any]
     supersedes: str | None
     approver: TrustedKey
+    raw: bytes = field(default=b"", repr=False)   # the file's bytes, as verified
 
     def describe(self) -> str:
         until = f" until {self.expires}" if self.expires else ""
@@ -134,7 +135,7 @@ def load(path: str | Path, trusted: list[TrustedKey], *, config: str | Path | No
             expires=date.fromisoformat(pred["expires"]) if pred.get("expires") else None,
             conditions=tuple(map(str, pred.get("conditions") or ())), rules=tuple(map(str, pred.get("rules") or ())),
             as_of=pred.get("as_of"), preflight=dict(pred.get("preflight") or {}), supersedes=pred.get("supersedes"),
-            approver=opened.signers[0])
+            approver=opened.signers[0], raw=raw)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise AuthorizationError(f"{printable(path)}: a malformed authorization ({type(exc).__name__})") from None
     day = today or datetime.now(timezone.utc).date()
@@ -156,3 +157,80 @@ def beside(config: str | Path) -> Path:
     """Where the gate looks for a config's authorization: X.yaml -> X.authorization.json."""
     config = Path(config)
     return config.with_name(config.stem + ".authorization.json")
+
+
+# ---------------------------------------------------------------- the run's side
+
+RUN_COPY = "authorization.json"   # RUN_DIR/authorization.json: the bytes of the authorization the run holds
+
+
+def for_run(authorization: str | Path | None, trusted_keys, config: str | Path | None, *,
+            required: bool = False, today: date | None = None) -> Authorization | None:
+    """The authorization a run starts under, verified; AuthorizationError (one line) where it must
+    not start: none where one is required, one that does not verify with a trusted key, expired or
+    not yet valid, or made for another config than ``config``."""
+    if authorization is None:
+        if required:
+            raise AuthorizationError("this run needs an authorization (require_authorization=True) and holds none: "
+                                     "a reviewer makes one with `auditor authorize CONFIG --key NAME.key --budget "
+                                     "FLOPS -o FILE`; start with ComputeAudit(config=CONFIG, authorization=FILE, "
+                                     "trusted_keys=[NAME.pub])")
+        return None
+    if config is None:
+        raise AuthorizationError(f"{printable(authorization)}: an authorization approves one config; pass "
+                                 f"config=CONFIG (the training config this run uses) so that it can be checked")
+    from auditor.record.signing import SigningError
+
+    trusted = []
+    for key in trusted_keys or ():
+        try:
+            trusted.append(key if isinstance(key, TrustedKey) else TrustedKey.load(key))
+        except SigningError as exc:
+            raise AuthorizationError(f"trusted_keys: {exc}") from None
+    return load(authorization, trusted, config=config, today=today)
+
+
+def counted_phases(auth: Authorization) -> tuple[str, ...]:
+    """The phases the budget covers: training, and every phase a rule it was judged against counts
+    (the EU's and SB 53's count rollouts and synthetic data; none counts evaluation)."""
+    from auditor.inputs.schema import InputError
+    from auditor.rules.rule_file import PHASES
+    from auditor.rules.selection import load_rules
+
+    phases = {"train"}
+    for rule_id in auth.rules:
+        try:
+            phases.update(p for rule in load_rules([rule_id]) for p in rule.counts_phases)
+        except (InputError, OSError):
+            continue  # a rule of the reviewer's own, not on this machine: its phases are not known here
+    return tuple(sorted(phases, key=lambda p: (PHASES.index(p) if p in PHASES else len(PHASES), p)))
+
+
+def ledger_meta(auth: Authorization, phases: tuple[str, ...]) -> dict[str, Any]:
+    """What the ledger's first record (and a resume record) says of the authorization the run holds."""
+    return {"sha256": auth.digest, "budget_flops": auth.budget_flops, "phases": list(phases),
+            "approver": auth.approver.keyid, "config_sha256": auth.config_sha256}
+
+
+def dossier_block(auth_meta: dict[str, Any], envelope: dict[str, Any] | None, used: int) -> dict[str, Any]:
+    """A tracked dossier's ``authorization``: what was approved (from the ledger's record of it and
+    the signed statement), what the run used of it, and the envelope, for verify to check."""
+    pred = {}
+    if envelope is not None:
+        with_statement = _statement_of(envelope)
+        pred = (with_statement or {}).get("predicate") or {}
+    budget = auth_meta["budget_flops"]
+    return {"sha256": auth_meta["sha256"], "budget_flops": budget, "used_flops": used,
+            "phases": list(auth_meta["phases"]), "within_budget": used <= budget,
+            "approver": {"keyid": auth_meta["approver"], "name": (pred.get("approver") or {}).get("name")},
+            "config_sha256": auth_meta["config_sha256"], "run": pred.get("run"),
+            "valid_from": pred.get("valid_from"), "expires": pred.get("expires"),
+            "conditions": list(pred.get("conditions") or ()), "supersedes": pred.get("supersedes"),
+            "envelope": envelope}
+
+
+def _statement_of(envelope: dict[str, Any]) -> dict[str, Any] | None:
+    """The statement inside an envelope, unverified (what it says; verify checks who signed it)."""
+    from auditor.record.signing import open_envelope
+
+    return open_envelope(envelope, []).statement

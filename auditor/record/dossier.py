@@ -72,7 +72,7 @@ def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str
         data["planned"] = {k: preflight[k] for k in ("total_flops", "low", "high", "estimates")}
     if tracked:
         data["tracked"] = {k: tracked[k] for k in ("eval_flops", "recompute_flops", "steps", "series", "ledger",
-                                                   "flops_by_phase", "hardware_flops") if k in tracked}
+                                                   "flops_by_phase", "hardware_flops", "authorization") if k in tracked}
     return seal(data, signer)
 
 

@@ -32,7 +32,7 @@ from auditor.record.ledger import (
     check_record,
 )
 from auditor.record.signing import open_envelope, short_id, subject_digest
-from auditor.text import printable
+from auditor.text import printable, sci
 
 UNSIGNED_NOTE = ("note: no --trusted-key given: this proves integrity against accident only; whoever can edit "
                  "these files can recompute every hash (docs/security.md)")
@@ -74,6 +74,7 @@ class LedgerScan:
     signed_digest: str | None = None      # SHA-256 of the ledger's bytes through the signed record
     signed_found: bool = False
     signers: set = field(default_factory=set)   # key ids the start/resume records name
+    authorization: dict | None = None     # what the latest start/resume record says of the run's authorization
     resumes: list[dict] = field(default_factory=list)
     last: dict | None = None
     _digest: Any = field(default_factory=hashlib.sha256)
@@ -87,6 +88,8 @@ class LedgerScan:
         signer = (rec.get("meta") or {}).get("signer") if rec["kind"] in ("start", "resume") else None
         if isinstance(signer, str):
             self.signers.add(signer)
+        if rec["kind"] in ("start", "resume") and "authorization" in (rec.get("meta") or {}):
+            self.authorization = rec["meta"]["authorization"]
         self.eval_sum += rec.get("eval_flops", 0)
         self.recompute_sum += rec.get("recompute_flops", 0)
         self.sums.add(rec)
@@ -148,6 +151,8 @@ def check(target: Path, trusted_keys=(), visit=None) -> Findings:
             return found.error(line)
         (found.bad if code else found.say)(line)
         _check_ledger_signature(found, ledger_file, scan, envelope, opened, trusted, ledger_result)
+        if ledger_result.ok and scan.authorization is not None:
+            _check_authorization(found, ledger_file, scan, trusted, data)
     if data is not None:
         found.dossier = data
         found.say(f"{dossier_file}: intact, seal {data['seal']['digest']}")
@@ -160,6 +165,65 @@ def check(target: Path, trusted_keys=(), visit=None) -> Findings:
     if not trusted:
         found.say(UNSIGNED_NOTE)
     return found
+
+
+def _check_authorization(found: Findings, ledger_file: Path, scan: LedgerScan, trusted, data: dict | None) -> None:
+    """A run that held an authorization: its bytes beside the ledger are the ones the ledger names,
+    signed by a trusted key where keys are given, approving the budget the ledger records; the
+    ledger's use of the phases it covers is within it; a dossier shows the same."""
+    from auditor.record.authorization import PREDICATE, RUN_COPY
+
+    held, where = scan.authorization, ledger_file.with_name(RUN_COPY)
+    try:
+        budget, phases, digest = int(held["budget_flops"]), [str(p) for p in held["phases"]], str(held["sha256"])
+    except (KeyError, TypeError, ValueError):
+        found.bad(f"{ledger_file}: its record of the run's authorization is malformed")
+        return
+    train = scan.last["total"] if scan.last else 0
+    by_phase = scan.sums.by_phase(train)
+    used = sum(by_phase.get(p, 0) for p in phases)
+    if where.is_file():
+        try:
+            raw = read_regular(where, 1_000_000)
+        except (OSError, FileRefused) as exc:
+            found.bad(f"{where}: cannot read the run's authorization: {exc}")
+            return
+        if hashlib.sha256(raw).hexdigest() != digest:
+            found.bad(f"{where}: not the authorization the ledger names (sha256 {digest[:16]}...): replaced or edited")
+            return
+        if trusted:
+            try:
+                opened = open_envelope(json.loads(raw), trusted)
+            except (ValueError, RecursionError):
+                opened = None
+            body = opened.statement if opened else None
+            pred = (body or {}).get("predicate") or {}
+            if opened is None or opened.problem or body.get("predicateType") != PREDICATE:
+                found.bad(f"{where}: the run's authorization does not verify: "
+                          f"{opened.problem if opened else 'not JSON'}")
+                return
+            if pred.get("budget_flops") != budget:
+                found.bad(f"{where}: approves {printable(pred.get('budget_flops'))} FLOPs but the ledger records a "
+                          f"budget of {budget:,}")
+                return
+            found.say(f"{where}: signed by {', '.join(k.name for k in opened.signers)} (trusted), "
+                      f"approving {sci(budget)} FLOP")
+    elif trusted:
+        found.bad(f"{ledger_file}: the run held an authorization (sha256 {digest[:16]}...) whose file "
+                  f"{RUN_COPY} is missing beside the ledger: who approved it cannot be checked")
+        return
+    if used > budget:
+        found.bad(f"{ledger_file}: the run used {used:,} FLOPs ({' + '.join(phases)}), over the {budget:,} its "
+                  f"authorization approved (sha256 {digest[:16]}...)")
+    else:
+        found.say(f"{ledger_file}: within its authorization: {used:,} of {budget:,} FLOPs approved "
+                  f"({used / budget:.1%}; {' + '.join(phases)})")
+    tracked = data.get("tracked") if isinstance(data, dict) else None
+    if isinstance(tracked, dict):
+        shown = tracked.get("authorization")
+        if not isinstance(shown, dict) or shown.get("sha256") != digest or shown.get("budget_flops") != budget:
+            found.bad(f"the dossier does not show the authorization the ledger names (sha256 {digest[:16]}..., "
+                      f"budget {budget:,})")
 
 
 def _unreadable(target: Path) -> str | None:

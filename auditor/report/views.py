@@ -135,10 +135,18 @@ def dossier_html(d: dict[str, Any]) -> str:
 def dossier_markdown(d: dict[str, Any]) -> str:
     env = _templates()
     preflight_markdown_filters(env)
-    env.globals.update(sci=sci, margin=margin)
+    env.globals.update(sci=sci, margin=margin, authorization_line=authorization_line)
     context = dossier_context(d)
     return env.get_template("dossier.md.j2").render(**{k: context[k] for k in (
         "d", "summary", "notification", "main_rules", "other_rules", "eu_summary", "mdf_rows")})
+
+
+def authorization_line(auth: dict[str, Any]) -> str:
+    """Authorized against used, in one line (text and Markdown views)."""
+    verdict = "within it" if auth["within_budget"] else "OVER it"
+    return (f"authorized {sci(auth['budget_flops'])} FLOP by {auth['approver'].get('name') or 'a key'} "
+            f"({auth['approver']['keyid'][:16]}); used {sci(auth['used_flops'])} "
+            f"({auth['used_flops'] / auth['budget_flops']:.1%}, {' + '.join(auth['phases'])}): {verdict}")
 
 
 def dossier_text(d: dict[str, Any]) -> str:
@@ -148,6 +156,9 @@ def dossier_text(d: dict[str, Any]) -> str:
     phases = (d.get("tracked") or {}).get("flops_by_phase") or {}
     if len(phases) > 2:  # a tracked run with tagged phases besides train and eval
         lines.insert(-1, "by phase: " + "; ".join(f"{name} {sci(v)} FLOP" for name, v in phases.items()))
+    auth = (d.get("tracked") or {}).get("authorization")
+    if auth:
+        lines.insert(-1, authorization_line(auth))
     main_rules, other_rules = ordered_verdicts(d.get("verdicts", []))
     lines.append(verdict_table(main_rules + other_rules, deadlines=False))
     lines.append(f"seal {d['seal']['digest']}")
