@@ -327,6 +327,10 @@ class ComputeAudit:
         # Refused before anything runs or is written: a missing, forged, expired or foreign authorization.
         self.authorization = for_run(self._authorization_file, self._trusted_keys, self.config,
                                      required=self._require_authorization)
+        if self.run_dir is not None and self.resume_step is not None:
+            from auditor.record.authorization import check_resumed
+
+            check_resumed(self.run_dir, self.authorization)
         self._started = True
         self._world = world_size()
         self._limits = []

@@ -199,3 +199,33 @@ def test_the_budget_covers_the_phases_its_rules_count(tmp_path, config, keys):
             model(torch.randn(ROWS, IN))              # evaluation
         assert run.budget_used() == (STEP + forward) / (10 * STEP)
     assert run.authorization.budget_flops == 10 * STEP
+
+
+def test_attack_a_resume_without_the_authorization_is_refused(tmp_path, config, keys):
+    """Restarting without the authorization would leave the budget behind: the ledger names it."""
+    auth = authorize(config, keys["alice"][0], 10 * STEP)
+    model, opt = mlp()
+    run_dir = tmp_path / "run"
+    trusted = [keys["alice"][1]]
+    with ComputeAudit(run_dir, model, opt, config=config, authorization=auth, trusted_keys=trusted,
+                      signing_key=keys["alice"][0]) as run:
+        train(run, model, opt, 2)
+    ledger = (run_dir / "ledger.jsonl").read_bytes()
+    with pytest.raises(AuthorizationError, match="its ledger names an authorization"):
+        ComputeAudit(run_dir, model, opt, resume_step=2).start()
+    other = authorize(config, keys["alice"][0], 100 * STEP, name="other.json")   # valid, but not a successor
+    with pytest.raises(AuthorizationError, match="neither the authorization this run's ledger names"):
+        ComputeAudit(run_dir, model, opt, resume_step=2, config=config, authorization=other,
+                     trusted_keys=trusted).start()
+    assert (run_dir / "ledger.jsonl").read_bytes() == ledger               # refused before the ledger moved
+    more = config.with_name("more.json")
+    result = invoke("authorize", config, "--key", keys["alice"][0], "--budget", str(100 * STEP),
+                    "--supersedes", auth, "-o", more)
+    assert result.exit_code == 0, result.output
+    with ComputeAudit(run_dir, model, opt, resume_step=2, config=config, authorization=more,
+                      trusted_keys=trusted, signing_key=keys["alice"][0]) as run:
+        train(run, model, opt, 2)
+    assert run.total_flops == 4 * STEP
+    result = invoke("verify", run_dir, "--trusted-key", keys["alice"][1])
+    assert result.exit_code == 0, result.output
+    assert f"within its authorization: {4 * STEP:,} of {100 * STEP:,} FLOPs" in result.output

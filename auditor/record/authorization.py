@@ -234,3 +234,30 @@ def _statement_of(envelope: dict[str, Any]) -> dict[str, Any] | None:
     from auditor.record.signing import open_envelope
 
     return open_envelope(envelope, []).statement
+
+
+def check_resumed(run_dir: str | Path, held: Authorization | None) -> None:
+    """A run resumed in a folder whose ledger names an authorization must hold that one, or one
+    that supersedes it (a request for more names the first): else it could leave its budget by
+    restarting without it. AuthorizationError says which it needs."""
+    from auditor.record.ledger import FILENAME, LedgerError, _read
+
+    path = Path(run_dir) / FILENAME
+    named: list[str] = []
+
+    def visit(rec: dict) -> None:
+        meta = rec.get("meta") or {}
+        if rec["kind"] in ("start", "resume") and isinstance(meta.get("authorization"), dict):
+            named.append(str(meta["authorization"].get("sha256")))
+    try:
+        _read(path, keep=False, visit=visit)
+    except (OSError, LedgerError):
+        return  # no ledger, or a damaged one: the resume itself says so
+    if not named:
+        return
+    if held is None:
+        raise AuthorizationError(f"{printable(run_dir)}: its ledger names an authorization (sha256 "
+                                 f"{named[-1][:16]}...); a resumed run must hold it, or one that supersedes it")
+    if held.digest != named[-1] and held.supersedes != named[-1]:
+        raise AuthorizationError(f"{printable(held.path)}: neither the authorization this run's ledger names "
+                                 f"(sha256 {named[-1][:16]}...) nor one that supersedes it")
