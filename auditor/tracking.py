@@ -1103,10 +1103,11 @@ class ComputeAudit:
                    "flops_by_phase": estimate.phases, "hardware_flops": sums.hardware,
                    "series": [[r["step"], r["total"]] for r in state.records],
                    "ledger": {"path": "ledger.jsonl", "head": state.head, "records": state.count}}
-        held = _authorization_named(state.records)
-        if held is not None:
-            from auditor.record.authorization import RUN_COPY, dossier_block
+        from auditor.record.authorization import RUN_COPY, dossier_block, named_by
 
+        # what the ledger's latest start or resume record names: the authorization the run holds now
+        held = next((n for n in map(named_by, reversed(state.records)) if n is not None), None)
+        if held is not None:
             copy = self.run_dir / RUN_COPY
             envelope = json.loads(copy.read_bytes()) if copy.is_file() else None
             tracked["authorization"] = dossier_block(held, envelope, sum(estimate.phases.get(p, 0) for p in held["phases"]))
@@ -1190,15 +1191,6 @@ class ComputeAudit:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, stacklevel=3)
-
-
-def _authorization_named(records: list[dict]) -> dict | None:
-    """The authorization the ledger's latest start or resume record names (what the run holds now)."""
-    held = None
-    for record in records:
-        if record["kind"] in ("start", "resume"):
-            held = (record.get("meta") or {}).get("authorization", held)
-    return held
 
 
 def _backward_work(call: _Call) -> tuple[int, int, int]:

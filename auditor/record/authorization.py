@@ -103,14 +103,9 @@ def _read(path: Path) -> bytes:
         raise AuthorizationError(f"{printable(path)}: cannot read the authorization: {describe(exc)}") from None
 
 
-def load(path: str | Path, trusted: list[TrustedKey], *, config: str | Path | None = None,
-         today: date | None = None) -> Authorization:
-    """Verify an authorization; AuthorizationError says why it cannot be used (one line).
-
-    With ``config``, it must be that config's (its bytes' SHA-256); with ``today`` (default: the
-    current UTC day), it must be valid on that day."""
-    path = Path(path)
-    raw = _read(path)
+def verified(raw: bytes, path: Path, trusted: list[TrustedKey]) -> Authorization:
+    """The authorization in ``raw`` (the bytes of the file at ``path``), its signature checked
+    against ``trusted`` keys; whether it is valid on a day, or for a config, is load's to say."""
     if not trusted:
         raise AuthorizationError(f"{printable(path)}: no trusted key to check the authorization with "
                                  f"(trusted_keys=[...] or --trusted-key NAME.pub)")
@@ -138,6 +133,17 @@ def load(path: str | Path, trusted: list[TrustedKey], *, config: str | Path | No
             approver=opened.signers[0], raw=raw)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise AuthorizationError(f"{printable(path)}: a malformed authorization ({type(exc).__name__})") from None
+    return auth
+
+
+def load(path: str | Path, trusted: list[TrustedKey], *, config: str | Path | None = None,
+         today: date | None = None) -> Authorization:
+    """Verify an authorization; AuthorizationError says why it cannot be used (one line).
+
+    With ``config``, it must be that config's (its bytes' SHA-256); with ``today`` (default: the
+    current UTC day), it must be valid on that day."""
+    path = Path(path)
+    auth = verified(_read(path), path, trusted)
     day = today or datetime.now(timezone.utc).date()
     if day < auth.valid_from:
         raise AuthorizationError(f"{printable(path)}: not valid before {auth.valid_from} (today is {day})")
@@ -206,6 +212,15 @@ def counted_phases(auth: Authorization) -> tuple[str, ...]:
     return tuple(sorted(phases, key=lambda p: (PHASES.index(p) if p in PHASES else len(PHASES), p)))
 
 
+def named_by(record: dict[str, Any]) -> Any:
+    """What a ledger's start or resume record says of the authorization the run held (``meta.
+    authorization``, as ledger_meta wrote it), or None: the one reading of it, for the run, its
+    resume and verify."""
+    if record["kind"] not in ("start", "resume"):
+        return None
+    return (record.get("meta") or {}).get("authorization")
+
+
 def ledger_meta(auth: Authorization, phases: tuple[str, ...]) -> dict[str, Any]:
     """What the ledger's first record (and a resume record) says of the authorization the run holds."""
     return {"sha256": auth.digest, "budget_flops": auth.budget_flops, "phases": list(phases),
@@ -246,9 +261,9 @@ def check_resumed(run_dir: str | Path, held: Authorization | None) -> None:
     named: list[str] = []
 
     def visit(rec: dict) -> None:
-        meta = rec.get("meta") or {}
-        if rec["kind"] in ("start", "resume") and isinstance(meta.get("authorization"), dict):
-            named.append(str(meta["authorization"].get("sha256")))
+        said = named_by(rec)
+        if said is not None:
+            named.append(str(said.get("sha256") if isinstance(said, dict) else said))
     try:
         _read(path, keep=False, visit=visit)
     except (OSError, LedgerError):

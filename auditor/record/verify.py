@@ -23,6 +23,7 @@ from typing import Any
 
 from auditor.files import FileRefused, kind_of, read_regular
 from auditor.record import dossier
+from auditor.record.authorization import RUN_COPY, AuthorizationError, named_by, verified
 from auditor.record.ledger import (
     FILENAME,
     SIGNATURE_FILENAME,
@@ -67,10 +68,8 @@ class LedgerScan:
     want_head: str | None = None          # the dossier's sealed head
     want_signed: tuple[int, str] | None = None   # (seq, hash) the signature file names
     series: list[tuple[int, int]] = field(default_factory=list)
-    eval_sum: int = 0
-    recompute_sum: int = 0
-    sums: Sums = field(default_factory=Sums)  # evaluation, hardware work, phases: running sums
-    at_head: dict | None = None           # count, step, total, eval, recompute, sums at the sealed head
+    sums: Sums = field(default_factory=Sums)  # evaluation, recomputation, hardware work, phases: running sums
+    at_head: dict | None = None           # count, step, total and sums at the sealed head
     signed_digest: str | None = None      # SHA-256 of the ledger's bytes through the signed record
     signed_found: bool = False
     signers: set = field(default_factory=set)   # key ids the start/resume records name
@@ -82,22 +81,19 @@ class LedgerScan:
     def visit(self, rec: dict) -> None:
         index = len(self.series)
         if rec["kind"] == "resume":      # a cut: the figures just before it, and what it set aside
-            self.resumes.append({"index": index, "cut": self.last, "eval": self.eval_sum,
-                                 "recompute": self.recompute_sum, "sums": self.sums.copy(),
+            self.resumes.append({"index": index, "cut": self.last, "sums": self.sums.copy(),
                                  "file": (rec.get("meta") or {}).get("rolled_back_file")})
         signer = (rec.get("meta") or {}).get("signer") if rec["kind"] in ("start", "resume") else None
         if isinstance(signer, str):
             self.signers.add(signer)
-        if rec["kind"] in ("start", "resume") and "authorization" in (rec.get("meta") or {}):
-            self.authorization = rec["meta"]["authorization"]
-        self.eval_sum += rec.get("eval_flops", 0)
-        self.recompute_sum += rec.get("recompute_flops", 0)
+        if (named := named_by(rec)) is not None:
+            self.authorization = named
         self.sums.add(rec)
         self.series.append((rec["step"], rec["total"]))
         self._digest.update(canonical(rec) + b"\n")
         if rec["hash"] == self.want_head:
             self.at_head = {"count": index + 1, "step": rec["step"], "total": rec["total"],
-                            "eval": self.eval_sum, "recompute": self.recompute_sum, "sums": self.sums.copy()}
+                            "sums": self.sums.copy()}
         if self.want_signed == (rec["seq"], rec["hash"]):
             self.signed_found, self.signed_digest = True, self._digest.hexdigest()
         self.last = rec
@@ -171,8 +167,6 @@ def _check_authorization(found: Findings, ledger_file: Path, scan: LedgerScan, t
     """A run that held an authorization: its bytes beside the ledger are the ones the ledger names,
     signed by a trusted key where keys are given, approving the budget the ledger records; the
     ledger's use of the phases it covers is within it; a dossier shows the same."""
-    from auditor.record.authorization import PREDICATE, RUN_COPY
-
     held, where = scan.authorization, ledger_file.with_name(RUN_COPY)
     try:
         budget, phases, digest = int(held["budget_flops"]), [str(p) for p in held["phases"]], str(held["sha256"])
@@ -193,21 +187,14 @@ def _check_authorization(found: Findings, ledger_file: Path, scan: LedgerScan, t
             return
         if trusted:
             try:
-                opened = open_envelope(json.loads(raw), trusted)
-            except (ValueError, RecursionError):
-                opened = None
-            body = opened.statement if opened else None
-            pred = (body or {}).get("predicate") or {}
-            if opened is None or opened.problem or body.get("predicateType") != PREDICATE:
-                found.bad(f"{where}: the run's authorization does not verify: "
-                          f"{opened.problem if opened else 'not JSON'}")
+                auth = verified(raw, where, trusted)
+            except AuthorizationError as exc:
+                found.bad(f"the run's authorization cannot be trusted: {exc}")
                 return
-            if pred.get("budget_flops") != budget:
-                found.bad(f"{where}: approves {printable(pred.get('budget_flops'))} FLOPs but the ledger records a "
-                          f"budget of {budget:,}")
+            if auth.budget_flops != budget:
+                found.bad(f"{where}: approves {auth.budget_flops:,} FLOPs but the ledger records a budget of {budget:,}")
                 return
-            found.say(f"{where}: signed by {', '.join(k.name for k in opened.signers)} (trusted), "
-                      f"approving {sci(budget)} FLOP")
+            found.say(f"{where}: signed by {auth.approver.name} (trusted), approving {sci(budget)} FLOP")
     elif trusted:
         found.bad(f"{ledger_file}: the run held an authorization (sha256 {digest[:16]}...) whose file "
                   f"{RUN_COPY} is missing beside the ledger: who approved it cannot be checked")
@@ -353,8 +340,8 @@ def _check_meaning(found: Findings, path: Path, data: dict, ledger_file: Path | 
     checks = [("total_flops", data.get("total_flops"), figures["total"]),
               ("tracked.steps", tracked.get("steps"), figures["step"]),
               ("tracked.ledger.records", ledger_meta.get("records"), count),
-              ("tracked.eval_flops", tracked.get("eval_flops"), figures["eval"]),
-              ("tracked.recompute_flops", tracked.get("recompute_flops"), figures["recompute"])]
+              ("tracked.eval_flops", tracked.get("eval_flops"), figures["sums"].eval),
+              ("tracked.recompute_flops", tracked.get("recompute_flops"), figures["sums"].recompute)]
     wrong = [f"{name} is {printable(said)} but {where} says {actual:,} at the head the dossier seals"
              for name, said, actual in checks if said != actual]
     sums = figures["sums"]
@@ -404,7 +391,7 @@ def _in_rolled_back(ledger_file: Path, scan: LedgerScan, head: str):
         except (OSError, FileRefused):
             continue
         last, series = resume["cut"], [list(p) for p in scan.series[:resume["index"]]]
-        eval_sum, recompute_sum, sums = resume["eval"], resume["recompute"], resume["sums"].copy()
+        sums = resume["sums"].copy()
         for line in raw.splitlines(keepends=True):
             try:
                 rec = json.loads(line)
@@ -412,13 +399,12 @@ def _in_rolled_back(ledger_file: Path, scan: LedgerScan, head: str):
                 break
             if check_record(rec, line, last) is not None:
                 break
-            last, eval_sum = rec, eval_sum + rec.get("eval_flops", 0)
-            recompute_sum += rec.get("recompute_flops", 0)
+            last = rec
             sums.add(rec)
             series.append([rec["step"], rec["total"]])
             if rec["hash"] == head:
-                return ({"count": len(series), "step": rec["step"], "total": rec["total"], "eval": eval_sum,
-                         "recompute": recompute_sum, "sums": sums.copy()}, series, Path(name).name)
+                return ({"count": len(series), "step": rec["step"], "total": rec["total"], "sums": sums.copy()},
+                        series, Path(name).name)
     return None, None, None
 
 
