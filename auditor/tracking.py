@@ -333,27 +333,7 @@ class ComputeAudit:
             check_resumed(self.run_dir, self.authorization)
         self._started = True
         self._world = world_size()
-        self._limits = []
-        if self._rule_ids:
-            from auditor.rules.selection import load_rules
-            from auditor.rules.verdicts import evaluate
-            self.rules = load_rules(self._rule_ids)
-            # The guard runs before every call: evaluating the rules there cost ~0.25 ms a step.
-            # A run with no lineage meets each blocking rule in force at one whole-number
-            # threshold, whatever its FLOPs, so those are read once (as of the start).
-            nothing = Estimate(method="counted", flops=0, low=0, high=0)
-            phases = {r.id: tuple(r.counts_phases) for r in self.rules}
-            self._limits = [(v.rule, v.threshold_flops, v.comparison, phases[v.rule])
-                            for v in evaluate(nothing, self.rules) if v.blocking and v.status != "not_in_force"]
-        if self.authorization is not None:
-            from auditor.record.authorization import counted_phases
-            from auditor.record.signing import short_id
-
-            auth = self.authorization
-            self._budget = (f"the budget authorized by {auth.approver.name} ({short_id(auth.approver.keyid)}), "
-                            f"{sci(auth.budget_flops)} FLOP", auth.budget_flops, ">", counted_phases(auth))
-            self._limits.append(self._budget)
-        self._guarded = frozenset(p for *_, counted in self._limits for p in counted)
+        self._read_limits()
         if self.run_dir is not None:
             from auditor.record.ledger_writer import Ledger
             from auditor.record.signing import signing_key_from
@@ -1113,6 +1093,31 @@ class ComputeAudit:
             tracked["authorization"] = dossier_block(held, envelope, sum(estimate.phases.get(p, 0) for p in held["phases"]))
         dossier.write(dossier.build(self.preflight, run=self.name, tracked=tracked, signer=self._signer),
                       self.run_dir / dossier.DOSSIER_NAME)
+
+    def _read_limits(self) -> None:
+        """The blocking rules in force and the authorized budget, as (name, threshold, comparison,
+        phases counted): what the guard checks before every call."""
+        self._limits = []
+        if self._rule_ids:
+            from auditor.rules.selection import load_rules
+            from auditor.rules.verdicts import evaluate
+            self.rules = load_rules(self._rule_ids)
+            # The guard runs before every call: evaluating the rules there cost ~0.25 ms a step.
+            # A run with no lineage meets each blocking rule in force at one whole-number
+            # threshold, whatever its FLOPs, so those are read once (as of the start).
+            nothing = Estimate(method="counted", flops=0, low=0, high=0)
+            phases = {r.id: tuple(r.counts_phases) for r in self.rules}
+            self._limits = [(v.rule, v.threshold_flops, v.comparison, phases[v.rule])
+                            for v in evaluate(nothing, self.rules) if v.blocking and v.status != "not_in_force"]
+        if self.authorization is not None:
+            from auditor.record.authorization import counted_phases
+            from auditor.record.signing import short_id
+
+            auth = self.authorization
+            self._budget = (f"the budget authorized by {auth.approver.name} ({short_id(auth.approver.keyid)}), "
+                            f"{sci(auth.budget_flops)} FLOP", auth.budget_flops, ">", counted_phases(auth))
+            self._limits.append(self._budget)
+        self._guarded = frozenset(p for *_, counted in self._limits for p in counted)
 
     def _guard_shared(self, interval: "_Interval") -> None:
         """Under torch.distributed: stop (or warn) when another interval like the last one would
