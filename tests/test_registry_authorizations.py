@@ -7,6 +7,7 @@ import hashlib
 import json
 
 import pytest
+from browser import browse, needs_chromium
 from helpers import invoke
 from registry_runs import registry_url  # noqa: F401  (a fixture)
 from test_registry_attacks import one_line_error, runs_in
@@ -159,6 +160,23 @@ def test_an_expired_approval_and_the_day_before_it_was_issued(registry_url, tmp_
     [entry] = history(registry_url, "m", "--as-of", "2026-03-31")
     assert entry["state"] == "unused"                                      # its last valid day
     assert history(registry_url, "m", "--as-of", "2026-01-04") == []       # not issued yet
+
+
+@needs_chromium
+def test_attack_a_hostile_run_name_in_an_authorization_is_text_on_the_page(tmp_path, keys):
+    """The run's name in an authorization is the config's `run:`, the requester's to choose."""
+    registry_url = f"sqlite:///{tmp_path / 'registry.db'}"     # the page is the same from either backend
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text("run: \"<script>alert(1)</script>\"\nmodel: {parameters: 1e6}\ndata: {tokens: 1e9}\n")
+    auth = authorize(hostile, keys["alice"][0], 3 * STEP)
+    reg(registry_url, "authorize", auth, "--model", "m", "--trusted-key", keys["alice"][1])
+    page_file = tmp_path / "out" / "registry.html"
+    reg(registry_url, "html", "-o", page_file, "--rules", "eu-ai-act")
+    html = page_file.read_text()
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    seen = browse(page_file, tmp_path, lambda page: page.inner_text("body"), width=1200)
+    assert seen.errors == [] and seen.dialogs == [] and seen.requests == [page_file.as_uri()]
+    assert "<script>alert(1)</script>" in seen.read and "unused" in seen.read
 
 
 # ---------------------------------------------------------------------- attacks
