@@ -109,6 +109,25 @@ def verified(raw: bytes, path: Path, trusted: list[TrustedKey]) -> Authorization
     if not trusted:
         raise AuthorizationError(f"{printable(path)}: no trusted key to check the authorization with "
                                  f"(trusted_keys=[...] or --trusted-key NAME.pub)")
+    opened = opened_statement(raw, path, trusted)
+    if opened.problem:
+        raise AuthorizationError(f"{printable(path)}: does not verify: {opened.problem}")
+    return _authorization(opened.statement, raw, path, opened.signers[0])
+
+
+def unverified(raw: bytes, path: Path) -> Authorization:
+    """What the authorization in ``raw`` says, its signature not checked (nothing to check it
+    with): the approver is the one its predicate names, a claim. For records that say so."""
+    body = opened_statement(raw, path, []).statement
+    said = body.get("predicate", {}).get("approver")
+    if not isinstance(said, dict):
+        raise AuthorizationError(f"{printable(path)}: a malformed authorization (no approver)")
+    return _authorization(body, raw, path, TrustedKey(None, str(said.get("keyid")), str(said.get("name"))))
+
+
+def opened_statement(raw: bytes, path: Path, trusted: list[TrustedKey]):
+    """The envelope in ``raw`` opened (signing.Opened), refused unless it holds an authorization's
+    statement: what it is is checked here, who signed it (``problem``) is the caller's to judge."""
     try:
         envelope = json.loads(raw)
     except (ValueError, RecursionError):
@@ -116,12 +135,14 @@ def verified(raw: bytes, path: Path, trusted: list[TrustedKey]) -> Authorization
     opened = open_envelope(envelope, trusted)
     if opened.statement is None:
         raise AuthorizationError(f"{printable(path)}: not an authorization: {opened.problem}")
-    if opened.problem:
-        raise AuthorizationError(f"{printable(path)}: does not verify: {opened.problem}")
     body = opened.statement
-    pred = body.get("predicate")
-    if body.get("predicateType") != PREDICATE or not isinstance(pred, dict):
+    if body.get("predicateType") != PREDICATE or not isinstance(body.get("predicate"), dict):
         raise AuthorizationError(f"{printable(path)}: a signed statement, but not an authorization")
+    return opened
+
+
+def _authorization(body: dict[str, Any], raw: bytes, path: Path, approver: TrustedKey) -> Authorization:
+    pred = body["predicate"]
     try:
         auth = Authorization(
             path=path, digest=hashlib.sha256(raw).hexdigest(), config_name=str(body["subject"][0]["name"]),
@@ -130,7 +151,7 @@ def verified(raw: bytes, path: Path, trusted: list[TrustedKey]) -> Authorization
             expires=date.fromisoformat(pred["expires"]) if pred.get("expires") else None,
             conditions=tuple(map(str, pred.get("conditions") or ())), rules=tuple(map(str, pred.get("rules") or ())),
             as_of=pred.get("as_of"), preflight=dict(pred.get("preflight") or {}), supersedes=pred.get("supersedes"),
-            approver=opened.signers[0], raw=raw)
+            approver=approver, raw=raw)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise AuthorizationError(f"{printable(path)}: a malformed authorization ({type(exc).__name__})") from None
     return auth
@@ -210,6 +231,12 @@ def counted_phases(auth: Authorization) -> tuple[str, ...]:
         except (InputError, OSError):
             continue  # a rule of the reviewer's own, not on this machine: its phases are not known here
     return tuple(sorted(phases, key=lambda p: (PHASES.index(p) if p in PHASES else len(PHASES), p)))
+
+
+def used_flops(by_phase: dict[str, int], phases) -> int:
+    """What a run used of its budget: its FLOPs in the phases the budget covers (ledger_meta's
+    ``phases``). The one sum for the dossier, verify and the registry."""
+    return sum(by_phase.get(p, 0) for p in phases)
 
 
 def named_by(record: dict[str, Any]) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 from auditor.files import FileRefused, kind_of, read_regular
 from auditor.record import dossier
-from auditor.record.authorization import RUN_COPY, AuthorizationError, named_by, verified
+from auditor.record.authorization import RUN_COPY, AuthorizationError, named_by, used_flops, verified
 from auditor.record.ledger import (
     FILENAME,
     SIGNATURE_FILENAME,
@@ -174,8 +174,7 @@ def _check_authorization(found: Findings, ledger_file: Path, scan: LedgerScan, t
         found.bad(f"{ledger_file}: its record of the run's authorization is malformed")
         return
     train = scan.last["total"] if scan.last else 0
-    by_phase = scan.sums.by_phase(train)
-    used = sum(by_phase.get(p, 0) for p in phases)
+    used = used_flops(scan.sums.by_phase(train), phases)
     if where.is_file():
         try:
             raw = read_regular(where, 1_000_000)

@@ -148,6 +148,25 @@ def add(target: Path, model: str, stage: str, parents, developer, weights, trust
     _echo("add", done.to_dict(), fmt)
 
 
+@registry.command("authorize")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", required=True, metavar="NAME", help="The model whose run it approves.")
+@click.option("--trusted-key", "trusted_keys", multiple=True, metavar="NAME.pub",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The approver's public key (repeat for more); required. Default: $AUDITOR_TRUSTED_KEYS.")
+@format_option("registry.authorize")
+@REGISTRY_OPTION
+@_guarded
+def authorize(file: Path, model: str, trusted_keys, fmt, registry_url) -> None:
+    """Record an authorization (auditor authorize ... -o FILE) when it is issued, before any run
+    holds it, so that the model's history shows approvals whose runs have not started. One that
+    supersedes another is linked to it (docs/authorization.md).
+
+    Exit 0 recorded, 1 refused (no trusted key's signature verifies), 2 bad input."""
+    keys = trusted_keys_from(trusted_keys)
+    _echo("authorize", _open(registry_url).authorize(file, model=model, trusted_keys=keys), fmt)
+
+
 @registry.command("link")
 @click.argument("model", metavar="MODEL")
 @click.option("--from", "parent", required=True, metavar="MODEL", help="The model it comes from.")

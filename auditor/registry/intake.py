@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.files import FileRefused, describe, kind_of, read_regular
+from auditor.registry.approvals import HoldingScan, run_approvals
 from auditor.registry.engine import RegistryError
 from auditor.text import printable, short
 
@@ -89,6 +90,7 @@ class RunFacts:
     notes: list[str] = field(default_factory=list)
     checked_head: tuple[int, str] | None = None   # the head the registry held when this was read
     held_head: bool = False                       # and whether this ledger holds it
+    authorizations: list = field(default_factory=list)   # (ApprovalFacts, Held): what the run held (approvals.py)
 
 
 class _Collector:
@@ -99,8 +101,10 @@ class _Collector:
         self.want, self.held = None, False
         self.first = self.last = None
         self.rollouts, self.kept_counted, self.pending = 0, None, None
+        self.holdings = HoldingScan()
 
     def __call__(self, rec: dict) -> None:
+        self.holdings(rec)
         if self.first is None:
             self.first = rec
             self.want = self.known_head(rec["hash"]) if self.known_head else None
@@ -175,6 +179,11 @@ def _read_verified(path: Path, trusted_keys, count_rollouts: bool, known_head) -
         return _plan_facts(data, str(path), identity=data["seal"]["digest"], verified=f"sealed plan; {how}",
                            digest=data["seal"]["digest"])
     first, last = collector.first, collector.last
+    try:
+        held = run_approvals(path if path.is_dir() else path.parent, collector.holdings, list(trusted_keys))
+    except BaseException:
+        collector.spool.close()
+        raise
     name = (data or {}).get("run") or (first.get("meta") or {}).get("run") or path.resolve().name
     counted = last["total"] + collector.rollouts
     planned = (data or {}).get("planned")
@@ -184,7 +193,7 @@ def _read_verified(path: Path, trusted_keys, count_rollouts: bool, known_head) -
         dossier_digest=data["seal"]["digest"] if data else None, ledger_head=last["hash"], ledger_seq=last["seq"],
         closed=last["kind"] == "close", started_at=parse_time(first["time"]), ended_at=parse_time(last["time"]),
         plan_key=plan_key(planned) if isinstance(planned, dict) else None, points=collector.spool,
-        checked_head=collector.want, held_head=collector.held)
+        checked_head=collector.want, held_head=collector.held, authorizations=held)
 
 
 def _how_verified(trusted_keys) -> str:

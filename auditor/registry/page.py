@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from auditor.text import sci
-from auditor.text import printable
+from auditor.report.formatting import percent
+from auditor.text import printable, sci
 
 ORDER = ("crossed", "at_risk", "clear")
 
@@ -32,7 +32,7 @@ def registry_html(data: dict[str, Any]) -> str:
     env.filters.update(shown=printable)
     template = env.get_template("registry.html.j2")
     return template.render(
-        r=data, summary=summary(data), version=__version__, sci=sci,
+        r=data, summary=summary(data), version=__version__, sci=sci, percent=percent,
         relation_words={"fine_tuned": "fine-tuned from", "merged": "merged from", "distilled": "distilled from"},
         developer_words={"same": "same developer", "other": "another developer", None: "developer not stated"},
     )

@@ -8,10 +8,14 @@ make exactly this schema; a test compares them.
   preflight a reviewer accepted: its sealed dossier's digest, or the SHA-256 of the plan's JSON).
 - ``points``: a tracked run's ledger records, (seq, time, cumulative), so that the moment a
   model's cumulative compute passed a threshold can be found.
+- ``authorizations``: a reviewer's signed budget for a model's run (docs/authorization.md), by the
+  SHA-256 of its document (what a ledger names), with the signed bytes where they were given, and
+  the SHA-256 of the one it supersedes; ``run_authorizations``: which run held which, from which
+  ledger record, and what it used of it (migration 0002).
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -22,6 +26,7 @@ STAGES = ("pretraining", "sft", "rl", "distillation", "merge", "other")
 RELATIONS = ("fine_tuned", "merged", "distilled")
 DEVELOPERS = ("same", "other")
 KINDS = ("tracked", "planned")
+SOURCES = ("signed", "ledger")   # an authorization's bytes given (and read), or only a ledger's record of it
 NAME_LIMIT = 200
 
 NAMING = {"ix": "ix_%(table_name)s_%(column_0_name)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -99,3 +104,42 @@ class Point(Base):
     time: Mapped[datetime] = mapped_column(Time, index=True)
     step: Mapped[int] = mapped_column(sa.BigInteger)
     counted: Mapped[int] = mapped_column(ExactInt)            # the run's counted compute through this record
+
+
+class Approval(Base):
+    """An authorization recorded for a model. ``source`` signed: its document's bytes were given
+    (``signed_bytes``, re-verifiable), ledger: only a run's ledger named it (its hash, budget,
+    approver key id and config hash), so the fields only the document holds are null."""
+    __tablename__ = "authorizations"
+    __table_args__ = (sa.CheckConstraint(_one_of("source", SOURCES), name="source"),)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id", ondelete="RESTRICT"), index=True)
+    source: Mapped[str] = mapped_column(sa.String(10))
+    approver_keyid: Mapped[str] = mapped_column(sa.String(NAME_LIMIT))
+    approver_name: Mapped[str | None] = mapped_column(sa.String(NAME_LIMIT), nullable=True)
+    budget_flops: Mapped[int] = mapped_column(ExactInt)
+    preflight_low: Mapped[int | None] = mapped_column(ExactInt, nullable=True)      # the range it was set against
+    preflight_flops: Mapped[int | None] = mapped_column(ExactInt, nullable=True)
+    preflight_high: Mapped[int | None] = mapped_column(ExactInt, nullable=True)
+    config_name: Mapped[str | None] = mapped_column(sa.String(NAME_LIMIT), nullable=True)
+    config_sha256: Mapped[str] = mapped_column(sa.String(64))
+    run_name: Mapped[str | None] = mapped_column(sa.String(NAME_LIMIT), nullable=True)
+    valid_from: Mapped[date | None] = mapped_column(sa.Date, nullable=True)
+    expires: Mapped[date | None] = mapped_column(sa.Date, nullable=True)
+    supersedes: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)  # its predecessor's sha256
+    signed_bytes: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
+    verified: Mapped[str] = mapped_column(sa.String(300))     # how its signature was checked, or that it was not
+    added_at: Mapped[datetime] = mapped_column(Time)
+
+
+class Holding(Base):
+    """A run held an authorization from ledger record ``first_seq`` (its start or a resume) and
+    used ``used_flops`` of it (the covered phases, through the last record it was held)."""
+    __tablename__ = "run_authorizations"
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    authorization_id: Mapped[int] = mapped_column(sa.ForeignKey("authorizations.id", ondelete="RESTRICT"),
+                                                  primary_key=True, index=True)
+    first_seq: Mapped[int] = mapped_column(sa.Integer)
+    held_from: Mapped[datetime] = mapped_column(Time)
+    used_flops: Mapped[int] = mapped_column(ExactInt)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from auditor.registry.approvals import read_document, record_holdings
+from auditor.registry.approvals import record as record_approval
 from auditor.registry.engine import RegistryError, open_engine, write_lock
 from auditor.registry.intake import RunFacts, read_target, utc
 from auditor.registry.location import resolve_url, shown
@@ -137,14 +139,30 @@ class Registry:
                            weight, notes)
             row = conn.execute(sa.select(Run).where(Run.identity == facts.identity)).mappings().first()
             if row is not None:
-                return self._again(conn, row, facts, model_id, model, stage, notes)
-            values = _run_values(facts) | {"model_id": model_id, "stage": stage, "added_at": now(),
-                                           "accepted_at": utc(accepted_at or now()) if facts.kind == "planned"
-                                           else None}
-            run_id = conn.execute(sa.insert(Run).values(**values).returning(Run.id)).scalar_one()
-            self._insert_points(conn, run_id, facts)
-            self._realize(conn, run_id, model_id, facts, notes)
-            return Added("added", run_id, facts.identity, model, facts.kind, facts.counted, notes + facts.notes)
+                added = self._again(conn, row, facts, model_id, model, stage, notes)
+            else:
+                values = _run_values(facts) | {"model_id": model_id, "stage": stage, "added_at": now(),
+                                               "accepted_at": utc(accepted_at or now()) if facts.kind == "planned"
+                                               else None}
+                run_id = conn.execute(sa.insert(Run).values(**values).returning(Run.id)).scalar_one()
+                self._insert_points(conn, run_id, facts)
+                self._realize(conn, run_id, model_id, facts, notes)
+                added = Added("added", run_id, facts.identity, model, facts.kind, facts.counted, notes + facts.notes)
+            if facts.kind == "tracked":     # the authorizations its ledger names, and what it used of each
+                record_holdings(conn, added.run_id, model_id, facts.authorizations, added.notes)
+            return added
+
+    def authorize(self, path: str | Path, *, model: str, trusted_keys: Iterable = ()) -> dict:
+        """Record an authorization when it is issued, before any run holds it (its signature checked
+        with ``trusted_keys``): `registry authorize --format json`'s contract."""
+        model = model_name(model)
+        facts = read_document(Path(path), list(trusted_keys))
+        with self.write() as conn:
+            notes: list[str] = []
+            _, outcome = record_approval(conn, self._model_id(conn, model, notes), facts, notes)
+        return {"outcome": outcome, "sha256": facts.sha256, "model": model, "budget_flops": facts.budget_flops,
+                "approver": {"keyid": facts.approver_keyid, "name": facts.approver_name},
+                "supersedes": facts.supersedes, "notes": notes}
 
     def _again(self, conn, row, facts: RunFacts, model_id: int, model: str, stage: str, notes) -> Added:
         """The run is recorded already: the same (nothing to do), longer, or refused."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from auditor.registry.approval_views import authorizations_of, authorizations_text
 from auditor.registry.history import Graph, RunNode
 from auditor.registry.status import iso, judge, status
 from auditor.report.formatting import table
@@ -86,6 +87,7 @@ def show_dict(graph: Graph, model_id: int, rules, as_of: date) -> dict[str, Any]
     return {"model": graph.names[model_id], "as_of": as_of.isoformat(), "cumulative_flops": figures["cumulative"] or 0,
             "lineage": lineage_tree(graph, model_id), "stages": [{"stage": s, **v} for s, v in stages.items()],
             "bases": figures, "runs": runs_dict(graph, graph.names[model_id])["runs"],
+            "authorizations": authorizations_of(graph, model_id, as_of),
             "verdicts": [judge(graph, model_id, rule, as_of) for rule in rules]}
 
 
@@ -94,7 +96,8 @@ def registry_dict(graph: Graph, rules, as_of: date) -> dict[str, Any]:
     document = status(graph, rules, as_of)
     by_name = {m["model"]: m for m in document["models"]}
     for entry in models_dict(graph)["models"]:
-        by_name[entry["model"]].update(parents=entry["parents"], runs_count=entry["runs"], plans=entry["plans"])
+        by_name[entry["model"]].update(parents=entry["parents"], runs_count=entry["runs"], plans=entry["plans"],
+                                       authorizations=authorizations_of(graph, graph.id_of(entry["model"]), as_of))
     return {"as_of": as_of.isoformat(), "models": document["models"], "runs": runs_dict(graph)["runs"]}
 
 
@@ -182,6 +185,7 @@ def show_text(data: dict[str, Any]) -> str:
     if b["base_models"]:
         lines.append(f"  ratio_to_base: the modification {_flops(b['modification'])} against the base "
                      f"{', '.join(map(printable, b['base_models']))} ({_flops(b['base'])})")
+    lines += ["", "authorizations (oldest first):", authorizations_text(data["authorizations"])]
     lines += ["", "rules:", verdicts_text(data["verdicts"])]
     return "\n".join(lines)
 

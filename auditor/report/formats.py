@@ -29,6 +29,8 @@ _INDEX: dict[str, dict[str, str]] = {
                 "html": "auditor.report.views:dossier_html", "json": "auditor.report.formats:canonical_text"},
     # `auditor registry ...`: each listing's dict
     "registry.add": {"text": "auditor.registry.views:added_text", "json": "auditor.report.formats:json_text"},
+    "registry.authorize": {"text": "auditor.registry.approval_views:authorized_text",
+                           "json": "auditor.report.formats:json_text"},
     "registry.models": {"text": "auditor.registry.views:models_text", "json": "auditor.report.formats:json_text"},
     "registry.runs": {"text": "auditor.registry.views:runs_text", "json": "auditor.report.formats:json_text"},
     "registry.show": {"text": "auditor.registry.views:show_text", "json": "auditor.report.formats:json_text"},
