@@ -336,15 +336,9 @@ class ComputeAudit:
         self._limits = []
         if self._rule_ids:
             from auditor.rules.selection import load_rules
-            from auditor.rules.verdicts import evaluate
+            from auditor.rules.verdicts import blocking_limits
             self.rules = load_rules(self._rule_ids)
-            # The guard runs before every call: evaluating the rules there cost ~0.25 ms a step.
-            # A run with no lineage meets each blocking rule in force at one whole-number
-            # threshold, whatever its FLOPs, so those are read once (as of the start).
-            nothing = Estimate(method="counted", flops=0, low=0, high=0)
-            phases = {r.id: tuple(r.counts_phases) for r in self.rules}
-            self._limits = [(v.rule, v.threshold_flops, v.comparison, phases[v.rule])
-                            for v in evaluate(nothing, self.rules) if v.blocking and v.status != "not_in_force"]
+            self._limits = blocking_limits(self.rules)  # read once: the guard runs before every call
         if self.authorization is not None:
             from auditor.record.authorization import counted_phases
             from auditor.record.signing import short_id
@@ -1095,7 +1089,7 @@ class ComputeAudit:
             sums.add(record)
         total = estimate.flops
         estimate.phases = sums.by_phase(total)
-        verdicts = evaluate(estimate, self.rules or load_rules(None))
+        verdicts = evaluate(estimate.figures(), self.rules or load_rules(None))
         tracked = {"total_flops": total, "low": total, "high": total, "estimates": [estimate.to_dict()],
                    "verdicts": [v.to_dict() for v in verdicts], "uncovered_ops": estimate.uncovered_ops,
                    "as_of": verdicts[0].as_of if verdicts else None, "eval_flops": sums.eval,

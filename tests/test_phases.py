@@ -97,7 +97,7 @@ def test_each_rule_compares_the_sum_of_the_phases_it_counts():
               "reward_model": 6 * 10 ** 24, "teacher": 7 * 10 ** 24}
     estimate = Estimate(method="counted", flops=phases["train"], low=phases["train"], high=phases["train"],
                         phases=phases)
-    verdicts = {v.rule: v for v in evaluate(estimate, load_rules(["eu-ai-act", "us-ca-sb53", "us-ny-raise",
+    verdicts = {v.rule: v for v in evaluate(estimate.figures(), load_rules(["eu-ai-act", "us-ca-sb53", "us-ny-raise",
                                                                    "kr-ai-basic-act"]), as_of="2027-06-01")}
     eu = verdicts["eu-ai-act-systemic-risk"]
     assert eu.basis_flops["central"] == 4 * 10 ** 24 + 3 * 10 ** 24 + 2 * 10 ** 24   # 9e24: not over 1e25
@@ -111,7 +111,7 @@ def test_each_rule_compares_the_sum_of_the_phases_it_counts():
     phases["rollout"] += 2 * 10 ** 24
     estimate = Estimate(method="counted", flops=phases["train"], low=phases["train"], high=phases["train"],
                         phases=phases)
-    eu = next(v for v in evaluate(estimate, load_rules(["eu-ai-act"]), as_of="2027-06-01")
+    eu = next(v for v in evaluate(estimate.figures(), load_rules(["eu-ai-act"]), as_of="2027-06-01")
               if v.rule == "eu-ai-act-systemic-risk")
     assert eu.status == "crossed" and eu.basis_flops["low"] == 11 * 10 ** 24
 
