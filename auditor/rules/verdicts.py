@@ -14,12 +14,11 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from auditor.estimate import Figures
-from auditor.rules.rule_file import Rule
+from auditor.rules.rule_file import Basis, Comparison, Rule
 from auditor.rules.selection import load_rules
 from auditor.text import join_words, sci
 
 Status = Literal["crossed", "at_risk", "clear", "not_in_force"]
-Basis = Literal["training", "cumulative", "ratio_to_base"]
 Inactive = Literal["revoked", "rescinded", "vetoed", "proposed", "not_yet_effective", "out_of_scope"]
 
 GATE_FAILING = ("crossed", "at_risk")  # on a blocking rule, these fail a gate (exit 1)
@@ -53,7 +52,7 @@ class Verdict:
     status: Status
     threshold_flops: int             # the int a whole FLOP count is compared with, same answer as the exact one
     threshold_exact: str             # the exact threshold: '10000000000000000000000000' or '38000...000/3'
-    comparison: str                  # '>' strict or '>=' inclusive
+    comparison: Comparison           # '>' strict or '>=' inclusive
     margin: float                    # high end of the compared figure / threshold
     basis: Basis
     basis_flops: dict[str, int]      # the figure compared: low, central, high
