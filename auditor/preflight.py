@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.estimate import Estimate
+from auditor.estimate import Estimate, Figures
 from auditor.text import two_significant
 from auditor.methods.agreement import disagreements
 from auditor.text import error_text, printable
@@ -60,6 +60,11 @@ class Preflight:
     @property
     def uncovered_ops(self) -> list[str]:
         return sorted({op for e in self.estimates for op in e.uncovered_ops})
+
+    def figures(self) -> Figures:
+        """What the rules judge of the plan: its range, the central method, its modality and lineage."""
+        return Figures.of(self.low, self.total_flops, self.high, self.central.method, modality=self.modality,
+                          lineage=self.lineage)
 
     def notification(self) -> dict[str, str]:
         """The EU notification form: two significant figures and the method (Guidelines 2.3.2)."""
@@ -121,7 +126,7 @@ def assess(config_path, *, rules=None, as_of=None, progress: Callable[[str], Non
     if lineage_from is not None and result.lineage:
         result.lineage, note = lineage_from(result.lineage)
     day = as_of_day(as_of)
-    result.verdicts, result.as_of = evaluate(result, chosen, day), day.isoformat()
+    result.verdicts, result.as_of = evaluate(result.figures(), chosen, day), day.isoformat()
     for verdict in result.verdicts if note else ():
         if verdict.basis != "training" and verdict.inactive != "out_of_scope":
             verdict.assumptions.append(note)

@@ -1,9 +1,11 @@
 """Where a tracked run's figures go: the sink protocol (as codecarbon's output handlers).
 
 A ``ComputeAudit`` hands three events to each of its sinks: the run started, an interval was
-recorded (the ledger's record: the same figures, at the same moments), the run ended. The ledger,
-the progress line and the registry sit behind this protocol; MLflow and Weights & Biases sinks are
-optional extras (``auditor.integrations.mlflow_sink``, ``auditor.integrations.wandb_sink``).
+recorded (the ledger's record: the same figures, at the same moments), the run ended
+(``ComputeAudit(sinks=[...])``; auditor/sink_set.py builds the events and hands them out). MLflow
+and Weights & Biases sinks are optional extras (``auditor.integrations.mlflow_sink``,
+``auditor.integrations.wandb_sink``). The ledger, the progress line and the registry recorder are
+still called by the tracker directly, not yet through this protocol.
 
 A sink never decides anything: the guard (rules and budget) runs before the sinks see an event,
 and a sink's failure is the sink's (the audit warns once and goes on; the ledger is not a sink

@@ -237,7 +237,10 @@ class ComputeAudit:
                  flush_every_seconds: float | None = 30.0, progress_every: int | None = None,
                  name: str | None = None, preflight: dict | None = None, signing_key: str | Path | None = None,
                  registry=None, config: str | Path | None = None, authorization: str | Path | None = None,
-                 trusted_keys=(), require_authorization: bool = False):
+                 trusted_keys=(), require_authorization: bool = False, sinks=()):
+        from auditor.sink_set import SinkSet
+
+        self._sinks = SinkSet(sinks)         # auditor.sinks.Sink objects: MLflow, W&B, ... (docs/integrations.md)
         if on_exceed not in (None, "warn", "stop"):
             raise ValueError(f"on_exceed must be 'warn' or 'stop', got {on_exceed!r}")
         self.config, self._authorization_file = config, authorization
@@ -363,6 +366,7 @@ class ComputeAudit:
             self._base_phases, self.base_hardware = carried
         if self._model is not None:
             self.watch(self._model, self._optimizer)
+        self._sinks.started(self)
         return self
 
     def _authorization_meta(self) -> dict | None:
@@ -376,12 +380,21 @@ class ComputeAudit:
         write_atomic(self.run_dir / RUN_COPY, self.authorization.raw)  # the bytes that were verified
         return {"authorization": ledger_meta(self.authorization, self._budget[3])}
 
-    def stop(self, *, failed: bool = False) -> None:
-        """End the audit. After an exception (``failed``) under torch.distributed no collective is
-        run, since a rank that failed alone would leave the others waiting forever: the ledger is
-        flushed, not closed, and a resumed run picks it up."""
+    def stop(self, *, failed: bool = False, error: BaseException | None = None) -> None:
+        """End the audit. After an exception (``failed``; ``error``, what the sinks are told) under
+        torch.distributed no collective is run, since a rank that failed alone would leave the others
+        waiting forever: the ledger is flushed, not closed, and a resumed run picks it up."""
         if not self._started:
             return
+        try:
+            self._stop(failed)
+        except BaseException as exc:         # the guard may stop the run at the last interval
+            error = error or exc
+            raise
+        finally:
+            self._sinks.ended(self, error)   # finished, stopped by the guard, or crashed
+
+    def _stop(self, failed: bool) -> None:
         self._end_tail()
         self._close_window()
         self._leave_step_state()
@@ -407,8 +420,8 @@ class ComputeAudit:
     def __enter__(self) -> "ComputeAudit":
         return self.start()
 
-    def __exit__(self, exc_type, *exc) -> None:
-        self.stop(failed=exc_type is not None)
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stop(failed=exc_type is not None, error=exc)
 
     @property
     def running(self) -> bool:
@@ -929,7 +942,7 @@ class ComputeAudit:
         self.steps += 1
         self._step_cost, self._last_step_flops = self._last_step_flops, 0
         if self._world == 1:
-            if self._ledger is not None:
+            if self._ledger is not None or self._sinks:
                 self._write_interval()
         elif self.steps % self.flush_every_steps == 0:
             self._write_interval()
@@ -978,6 +991,8 @@ class ComputeAudit:
             self._ledger.append(interval.step, interval.flops, eval_flops=interval.eval,
                                 recompute_flops=interval.recompute, ranks=self._world, phases=phases or None,
                                 hardware_flops=interval.hardware if interval.hardware != interval.flops else None)
+        if interval:
+            self._sinks.interval(self, interval.step, interval.flops)  # the ledger's record, as the sinks see it
 
     def _accumulate(self, interval: "_Interval") -> None:
         """An all-rank interval into the all-rank figures every rank holds."""
@@ -1075,7 +1090,7 @@ class ComputeAudit:
             sums.add(record)
         total = estimate.flops
         estimate.phases = sums.by_phase(total)
-        verdicts = evaluate(estimate, self.rules or load_rules(None))
+        verdicts = evaluate(estimate.figures(), self.rules or load_rules(None))
         tracked = {"total_flops": total, "low": total, "high": total, "estimates": [estimate.to_dict()],
                    "verdicts": [v.to_dict() for v in verdicts], "uncovered_ops": estimate.uncovered_ops,
                    "as_of": verdicts[0].as_of if verdicts else None, "eval_flops": sums.eval,
@@ -1100,15 +1115,9 @@ class ComputeAudit:
         self._limits = []
         if self._rule_ids:
             from auditor.rules.selection import load_rules
-            from auditor.rules.verdicts import evaluate
+            from auditor.rules.verdicts import blocking_limits
             self.rules = load_rules(self._rule_ids)
-            # The guard runs before every call: evaluating the rules there cost ~0.25 ms a step.
-            # A run with no lineage meets each blocking rule in force at one whole-number
-            # threshold, whatever its FLOPs, so those are read once (as of the start).
-            nothing = Estimate(method="counted", flops=0, low=0, high=0)
-            phases = {r.id: tuple(r.counts_phases) for r in self.rules}
-            self._limits = [(v.rule, v.threshold_flops, v.comparison, phases[v.rule])
-                            for v in evaluate(nothing, self.rules) if v.blocking and v.status != "not_in_force"]
+            self._limits = blocking_limits(self.rules)  # read once: the guard runs before every call
         if self.authorization is not None:
             from auditor.record.authorization import counted_phases
             from auditor.record.signing import short_id

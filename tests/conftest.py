@@ -1,4 +1,6 @@
-"""Tests never touch the user's count cache or its secret: each session gets its own, empty."""
+"""Tests never touch the user's count cache or its secret: each session gets its own, empty.
+
+The shared builders (the command line in-process, a tiny GPT-2) are plain functions in helpers.py."""
 import pytest
 
 

@@ -2,16 +2,15 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from auditor.cli import main
+from helpers import invoke
 
 TINY = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}
 
 
 def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
+    result = invoke(*args)
     return result.exit_code, result.output, result.stderr
 
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from auditor.counting import count_step
+from helpers import tiny_gpt2
 
 
 def test_linear_forward_and_weight_only_backward():
@@ -248,14 +249,11 @@ def test_checkpoint_recomputation_is_reported_apart_under_its_own_modules(reentr
 def test_hugging_face_gradient_checkpointing_leaves_training_compute_unchanged():
     """GPT-2 with gradient checkpointing (non-reentrant): the same training FLOPs; each block's
     forward is rerun up to its last matmul (MLP c_proj saves its inputs first and stops the rerun)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     d, layers, vocab, s = 32, 3, 50, 16
-    config = GPT2Config(n_embd=d, n_layer=layers, n_head=4, vocab_size=vocab, n_positions=s,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = {"n_embd": d, "n_layer": layers, "n_head": 4, "vocab_size": vocab, "n_positions": s}
     ids = torch.zeros(2, s, dtype=torch.long)
-    plain = count_step(GPT2LMHeadModel(config), {"input_ids": ids, "labels": ids})
-    model = GPT2LMHeadModel(config)
+    plain = count_step(tiny_gpt2(dropout=False, **config), {"input_ids": ids, "labels": ids})
+    model = tiny_gpt2(dropout=False, **config)
     # non-reentrant, Hugging Face's default (the method's name before transformers 5: gradient_...)
     getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     checkpointed = count_step(model, {"input_ids": ids, "labels": ids})

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from auditor.counting.crosscheck import CrossCheck, fvcore_crosscheck
+from helpers import tiny_gpt2
 
 transformers = pytest.importorskip("transformers")
 
@@ -74,10 +75,8 @@ L, D, H, V, T, BATCH = 2, 64, 4, 100, 16, 2
 
 
 def gpt2(attn: str) -> nn.Module:
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=L, n_embd=D, n_head=H, vocab_size=V, n_positions=32,
-                                  bos_token_id=0, eos_token_id=0, attn_implementation=attn)
-    return transformers.GPT2LMHeadModel(cfg)
+    return tiny_gpt2(n_layer=L, n_embd=D, n_head=H, vocab_size=V, n_positions=32, bos_token_id=0, eos_token_id=0,
+                     attn_implementation=attn)
 
 
 def gpt2_inputs() -> dict:

@@ -4,8 +4,6 @@ import torch
 
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
 from transformers import (  # noqa: E402
-    GPT2Config,
-    GPT2LMHeadModel,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -13,6 +11,7 @@ from transformers import (  # noqa: E402
 
 from auditor.counting import count_step  # noqa: E402
 from auditor.integrations.huggingface import AuditCallback  # noqa: E402
+import helpers  # noqa: E402
 
 D, LAYERS, VOCAB, SEQ, BATCH = 32, 2, 64, 16, 2
 MAX_STEPS, ACCUMULATE = 4, 2
@@ -33,7 +32,7 @@ class Tokens(torch.utils.data.Dataset):
 
 def tiny_gpt2():
     torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(n_embd=D, n_layer=LAYERS, n_head=4, vocab_size=VOCAB, n_positions=SEQ))
+    return helpers.tiny_gpt2(n_embd=D, n_layer=LAYERS, vocab_size=VOCAB, n_positions=SEQ)
 
 
 def forward_closed_form(tokens_per_sequence, sequences):

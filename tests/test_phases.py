@@ -18,6 +18,7 @@ from auditor.estimate import Estimate
 from auditor.rules.selection import load_rules
 from auditor.rules.verdicts import evaluate
 from auditor.tracking import ComputeAudit, ComputeBudgetExceeded
+from helpers import invoke, tiny_gpt2
 
 IN, HID, OUT = 32, 64, 10
 FORWARD = 2 * IN * HID + 2 * HID * OUT
@@ -97,7 +98,7 @@ def test_each_rule_compares_the_sum_of_the_phases_it_counts():
               "reward_model": 6 * 10 ** 24, "teacher": 7 * 10 ** 24}
     estimate = Estimate(method="counted", flops=phases["train"], low=phases["train"], high=phases["train"],
                         phases=phases)
-    verdicts = {v.rule: v for v in evaluate(estimate, load_rules(["eu-ai-act", "us-ca-sb53", "us-ny-raise",
+    verdicts = {v.rule: v for v in evaluate(estimate.figures(), load_rules(["eu-ai-act", "us-ca-sb53", "us-ny-raise",
                                                                    "kr-ai-basic-act"]), as_of="2027-06-01")}
     eu = verdicts["eu-ai-act-systemic-risk"]
     assert eu.basis_flops["central"] == 4 * 10 ** 24 + 3 * 10 ** 24 + 2 * 10 ** 24   # 9e24: not over 1e25
@@ -111,7 +112,7 @@ def test_each_rule_compares_the_sum_of_the_phases_it_counts():
     phases["rollout"] += 2 * 10 ** 24
     estimate = Estimate(method="counted", flops=phases["train"], low=phases["train"], high=phases["train"],
                         phases=phases)
-    eu = next(v for v in evaluate(estimate, load_rules(["eu-ai-act"]), as_of="2027-06-01")
+    eu = next(v for v in evaluate(estimate.figures(), load_rules(["eu-ai-act"]), as_of="2027-06-01")
               if v.rule == "eu-ai-act-systemic-risk")
     assert eu.status == "crossed" and eu.basis_flops["low"] == 11 * 10 ** 24
 
@@ -148,10 +149,8 @@ def test_the_guard_counts_the_phases_of_its_rule(tmp_path):
 
 # ---------------------------------------------------------------- ledger, dossier, verify
 def test_the_ledger_and_dossier_break_the_total_down_by_phase_and_verify_checks_it(tmp_path):
-    from click.testing import CliRunner
 
     from auditor.record import dossier
-    from auditor.cli import main
     from auditor.record.ledger import read_ledger
 
     model, opt = mlp()
@@ -166,12 +165,12 @@ def test_the_ledger_and_dossier_break_the_total_down_by_phase_and_verify_checks_
     assert data["estimates"][0]["flops_by_phase"] == run.flops_by_phase
     eu = next(v for v in data["verdicts"] if v["rule"] == "eu-ai-act-systemic-risk")
     assert eu["basis_flops"]["central"] == 3 * 4 * TRAIN + 3 * 6 * FORWARD   # train + rollout, not the rest
-    ok = CliRunner().invoke(main, ["verify", str(tmp_path / "run")])
+    ok = invoke("verify", tmp_path / "run")
     assert ok.exit_code == 0, ok.output
     # A dossier re-sealed with another rollout figure: the seal is right, the meaning is not.
     data["tracked"]["flops_by_phase"]["rollout"] += 1
     dossier.write(dossier.seal(data), tmp_path / "run" / "dossier.json")
-    bad = CliRunner().invoke(main, ["verify", str(tmp_path / "run")])
+    bad = invoke("verify", tmp_path / "run")
     assert bad.exit_code == 1 and "tracked.flops_by_phase" in bad.output and "rollout" in bad.output
 
 
@@ -214,12 +213,8 @@ def test_a_resumed_run_keeps_the_phases_before_its_checkpoint(tmp_path):
 
 # ---------------------------------------------------------------- generate(): decoding steps from a line
 def gpt2(seed=0):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(seed)
-    cfg = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=64, eos_token_id=0, bos_token_id=0,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    return GPT2LMHeadModel._from_config(cfg, attn_implementation="eager")   # matmuls FlopCounterMode counts
+    return tiny_gpt2(seed=seed, dropout=False, n_embd=32, n_head=2, vocab_size=64, eos_token_id=0, bos_token_id=0,
+                     attn_implementation="eager")   # matmuls FlopCounterMode counts
 
 
 def decoding_closed_form(prompt, new, batch, d=32, layers=2, vocab=64):

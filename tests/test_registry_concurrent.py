@@ -8,10 +8,9 @@ import time
 
 import pytest
 
-from click.testing import CliRunner
+from helpers import invoke
 from registry_runs import E, at, daily, registry_url, write_run  # noqa: F401  (a fixture)
 
-from auditor.cli import main
 
 WORKERS, OWN_RUNS = 8, 3
 WORKER = """
@@ -45,13 +44,11 @@ def test_eight_processes_adding_runs_at_once_record_each_run_once(registry_url, 
     outcomes = [line for out, _ in outputs for line in out.splitlines()]
     assert outcomes.count("added") == WORKERS * OWN_RUNS + 1                # the shared run added by exactly one
     assert outcomes.count("already recorded") == WORKERS - 1 and len(outcomes) == WORKERS * (OWN_RUNS + 1)
-    runs = json.loads(CliRunner().invoke(main, ["registry", "runs", "--format", "json", "--registry",
-                                                registry_url]).stdout)["runs"]
+    runs = json.loads(invoke("registry", "runs", "--format", "json", "--registry", registry_url).stdout)["runs"]
     assert len(runs) == WORKERS * OWN_RUNS + 1 and len({r["run"] for r in runs}) == len(runs)
     expected = {"shared": 7 * E} | {f"w{w}-r{r}": (4 + r) * (w + 1) * E for w in range(WORKERS) for r in range(OWN_RUNS)}
     assert {r["name"]: r["counted_flops"] for r in runs} == expected
-    models = json.loads(CliRunner().invoke(main, ["registry", "models", "--format", "json", "--registry",
-                                                  registry_url]).stdout)["models"]
+    models = json.loads(invoke("registry", "models", "--format", "json", "--registry", registry_url).stdout)["models"]
     assert len(models) == WORKERS + 1                                         # each model made once
     assert sum(m["cumulative_flops"] for m in models) == sum(expected.values())
     import sqlalchemy as sa

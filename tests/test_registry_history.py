@@ -6,11 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from helpers import invoke
 from registry_runs import E, at, daily, registry_url, three_stages, write_run  # noqa: F401  (a fixture)
 
-from auditor.cli import main
 from auditor.registry.engine import SCHEMA_HEAD
 
 SB53, KOREA, EU = "us-ca-sb53-frontier-model", "kr-ai-basic-act-high-performance", "eu-ai-act-systemic-risk"
@@ -299,7 +297,7 @@ def test_where_the_registry_is_by_default(tmp_path, monkeypatch):
     # and a command with no --registry uses it: the file appears in the data folder
     monkeypatch.delenv("AUDITOR_REGISTRY")
     run = write_run(tmp_path / "r", at("2026-02-01"), [(at("2026-02-02"), 5)], close=at("2026-02-03"))
-    assert CliRunner().invoke(main, ["registry", "add", str(run), "--model", "m", "--stage", "other"]).exit_code == 0
+    assert invoke("registry", "add", run, "--model", "m", "--stage", "other").exit_code == 0
     assert (tmp_path / "data" / "registry.db").is_file()
 
 

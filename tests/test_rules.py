@@ -53,7 +53,7 @@ def fine_tune(flops: int, base: int | None, developer: str | None, rel: float = 
 
 
 def verdict(result: Preflight, rule_id: str, as_of: date = AS_OF) -> Verdict:
-    return evaluate_rule(result, RULES[rule_id], as_of)
+    return evaluate_rule(result.figures(), RULES[rule_id], as_of)
 
 
 # ----- the bundled files
@@ -221,7 +221,7 @@ def test_deadlines_are_dated_from_as_of():
 # ----- the output
 
 def test_verdicts_carry_the_json_contract():
-    verdicts = evaluate(fine_tune(15 * E24, 38 * E24, "other", rel=0.3), list(RULES.values()), AS_OF)
+    verdicts = evaluate(fine_tune(15 * E24, 38 * E24, "other", rel=0.3).figures(), list(RULES.values()), AS_OF)
     assert [v.rule for v in verdicts] == list(RULES)
     for v in verdicts:
         d = json.loads(json.dumps(v.to_dict()))
@@ -235,7 +235,7 @@ def test_verdicts_carry_the_json_contract():
 
 
 def test_the_gate_fails_on_blocking_rules_crossed_or_at_risk():
-    verdicts = evaluate(run(3 * E25), load_rules(["example-lab-policy", "eu-ai-act-gpai-indicative"]), AS_OF)
+    verdicts = evaluate(run(3 * E25).figures(), load_rules(["example-lab-policy", "eu-ai-act-gpai-indicative"]), AS_OF)
     assert [v.status for v in verdicts] == ["crossed", "crossed", "crossed"]
     assert [v.rule for v in verdicts if fails_gate(v)] == ["example-lab-policy-budget"]
     assert [v.rule for v in verdicts if fails_gate(v.to_dict())] == ["example-lab-policy-budget"]
@@ -243,9 +243,9 @@ def test_the_gate_fails_on_blocking_rules_crossed_or_at_risk():
 
 def test_estimate_alone_and_default_as_of():
     estimate = Estimate("hardware", 2 * E25, E25, 3 * E25)
-    (v,) = evaluate(estimate, [RULES["eu-ai-act-systemic-risk"]], "2026-03-01")
+    (v,) = evaluate(estimate.figures(), [RULES["eu-ai-act-systemic-risk"]], "2026-03-01")
     assert v.status == "at_risk" and v.basis_flops["central"] == 2 * E25
-    assert evaluate(run(E24), [RULES["eu-ai-act-systemic-risk"]])[0].as_of == date.today().isoformat()
+    assert evaluate(run(E24).figures(), [RULES["eu-ai-act-systemic-risk"]])[0].as_of == date.today().isoformat()
 
 
 def test_sci_is_exact_where_four_digits_hold_the_figure_and_marked_where_not():
@@ -262,3 +262,45 @@ def test_docs_list_every_bundled_rule():
     text = (REPO / "docs" / "rules.md").read_text()
     missing = [rule_id for rule_id in RULES if f"`{rule_id}`" not in text]
     assert not missing, f"docs/rules.md does not list {missing}"
+
+
+# ----- what the rules judge: Figures, from a preflight, an Estimate or a registry history alike
+
+def test_rules_judge_figures_and_refuse_anything_else():
+    rule = RULES["eu-ai-act-systemic-risk"]
+    for wrong, name in ((run(E24), "Preflight"), (Estimate("counted", E24, E24, E24), "Estimate"),
+                        ({"low": 0, "high": 0, "total_flops": 0}, "dict")):
+        with pytest.raises(TypeError, match=rf"^rules judge auditor\.rules\.Figures .*, got {name}$"):
+            evaluate_rule(wrong, rule, AS_OF)
+        with pytest.raises(TypeError, match=f"got {name}$"):
+            evaluate(wrong, [rule], AS_OF)
+
+
+def test_a_preflight_an_estimate_and_a_tracked_run_give_figures():
+    from auditor.rules import Figures
+
+    plan = fine_tune(15 * E24, 38 * E24, "other", rel=0.3)
+    assert plan.figures() == Figures(10_500 * 10**21, 15 * E24, 19_500 * 10**21, "analytic", "text", (), True,
+                                     38 * E24, "other")
+    assert run(E24).figures() == Figures(E24, E24, E24, "analytic", "text")     # no lineage: not a modification
+    tracked = Estimate("counted", 4 * E24, 4 * E24, 4 * E24, phases={"train": 4 * E24, "eval": 7, "rollout": 5})
+    assert tracked.figures() == Figures(4 * E24, 4 * E24, 4 * E24, "counted", None,
+                                        (("eval", 7), ("rollout", 5), ("train", 4 * E24)))
+    assert tracked.figures().by_phase == {"eval": 7, "rollout": 5, "train": 4 * E24}
+    with pytest.raises(ValueError, match=r"^Figures must hold the central figure: 2 <= 1 <= 3$"):
+        Figures(2, 1, 3, "counted")
+    with pytest.raises(TypeError, match=r"^Figures.high must be an int, got float$"):
+        Figures(1, 1, 1.0, "counted")
+    with pytest.raises(ValueError, match=r"^unknown method 'guessed'; expected one of counted, analytic, hardware$"):
+        Figures(1, 1, 1, "guessed")
+    with pytest.raises(ValueError, match=r"^unknown developer 'them'; expected one of same, other$"):
+        Figures.of(1, 1, 1, "counted", lineage={"base_model": "b", "developer": "them"})
+
+
+def test_blocking_limits_are_the_thresholds_a_tracked_run_meets():
+    from auditor.rules import blocking_limits
+
+    rules = load_rules(["example-lab-policy", "eu-ai-act-systemic-risk", "us-ca-sb1047"])
+    assert blocking_limits(rules, AS_OF) == [        # the review is not blocking; SB 1047 was vetoed
+        ("example-lab-policy-budget", 2 * E25, ">", ("train",)),
+        ("eu-ai-act-systemic-risk", E25, ">", ("train", "rollout", "synthetic_data"))]

@@ -18,7 +18,6 @@ import json
 
 import pytest
 import yaml
-from click.testing import CliRunner
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
@@ -26,9 +25,9 @@ from transformers import (
 )
 from transformers.models.auto import modeling_auto
 
-from auditor.cli import main
 from auditor.counting import CountingError
 from auditor.counting.hf import count_hf, load_config, model_class
+import helpers
 
 D, HEADS, ENC_LAYERS, DEC_LAYERS, ENC_FFN, DEC_FFN, V = 64, 4, 2, 3, 128, 96, 100
 S, T = 12, 7  # encoder and decoder lengths, different so that a swap is caught
@@ -210,7 +209,7 @@ def test_an_encoder_decoder_with_only_a_decoder_class_is_refused():
 
 def invoke(*args):
     """(exit code, stdout, stderr without the progress lines such as '... building the model')."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
+    result = helpers.invoke(*args)
     errors = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("... "))
     return result.exit_code, result.stdout, errors
 

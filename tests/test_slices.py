@@ -4,11 +4,10 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from auditor.cli import main
 from auditor.counting import slices
 from auditor.counting.hf import count_hf
+from helpers import invoke
 
 # Each fails on meta for its own reason: diffllama copies a CPU scalar in backward, xlm reads
 # lengths.max().item(), xlnet builds CPU tensors in its forward.
@@ -42,7 +41,7 @@ def test_preflight_counts_a_meta_failing_model_by_slices(tmp_path):
     (tmp_path / "xlm.json").write_text(json.dumps(config))
     run = tmp_path / "run.yaml"
     run.write_text("run: xlm\nmodel: {hf_config: xlm.json}\ndata: {tokens: 3200, seq_len: 32}\n")
-    result = CliRunner().invoke(main, ["preflight", str(run), "--format", "json"])
+    result = invoke("preflight", run, "--format", "json")
     assert result.exit_code == 0, result.output
     counted = next(e for e in json.loads(result.stdout)["estimates"] if e["method"] == "counted")
     assert counted["flops"] == 100 * full_cpu_count(config, 32).total           # 3,200 tokens / 32 a sequence

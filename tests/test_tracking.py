@@ -2,11 +2,12 @@
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import GPT2Config, GPT2LMHeadModel, MixtralConfig, MixtralForCausalLM
+from transformers import MixtralConfig, MixtralForCausalLM
 
 from auditor import tracking
 from auditor.counting.mode import CountingMode
 from auditor.tracking import ComputeAudit, ComputeBudgetExceeded, audit
+from helpers import invoke, tiny_gpt2
 
 
 def mlp():
@@ -55,9 +56,7 @@ def test_eval_and_no_grad_are_apart():
 
 
 def gpt2(**config):
-    torch.manual_seed(0)
-    cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=64, **config)
-    model = GPT2LMHeadModel(cfg)
+    model = tiny_gpt2(**config)
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
 
 
@@ -174,15 +173,11 @@ def test_on_exceed_must_be_known():
 
 
 def test_run_dir_ledger_dossier_and_verify_catching_a_changed_byte(tmp_path):
-    from click.testing import CliRunner
-
-    from auditor.cli import main
-
     model, opt = mlp()
     with ComputeAudit(tmp_path / "run", model, opt, flush_every_steps=1) as run:
         mlp_loop(model, opt)
     assert (tmp_path / "run" / "dossier.json").is_file()
-    ok = CliRunner().invoke(main, ["verify", str(tmp_path / "run")])
+    ok = invoke("verify", tmp_path / "run")
     assert ok.exit_code == 0 and f"total {run.total_flops:,} FLOPs" in ok.output
     ledger = tmp_path / "run" / "ledger.jsonl"
     raw = ledger.read_bytes()
@@ -191,7 +186,7 @@ def test_run_dir_ledger_dossier_and_verify_catching_a_changed_byte(tmp_path):
     changed = bytearray(raw)
     changed[at] = ord("9") if raw[at] != ord("9") else ord("8")
     ledger.write_bytes(bytes(changed))
-    bad = CliRunner().invoke(main, ["verify", str(tmp_path / "run")])
+    bad = invoke("verify", tmp_path / "run")
     assert bad.exit_code == 1 and "record seq 1" in bad.output
 
 

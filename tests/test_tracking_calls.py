@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from auditor import tracking
 from auditor.counting.mode import CountingMode
 from auditor.tracking import ComputeAudit
+from helpers import tiny_gpt2
 
 IN, HID, OUT = 32, 64, 10
 # A row of data through Linear(32, 64) -> ReLU -> Linear(64, 10):
@@ -247,11 +248,7 @@ def test_calls_with_the_same_inputs_doing_different_work_are_counted_every_time(
 
 # ---------------------------------------------------------------- a transformer, two calls a step
 def gpt2():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=64,
-                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    model = tiny_gpt2(dropout=False)
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
 
 
@@ -302,12 +299,8 @@ def test_generation_counts_each_decoding_step_over_its_growing_cache():
     """generate() calls the model once per token with a key-value cache object, whose contents
     torch's pytree does not open: the cache's positions must be part of the call's key, or every
     decoding step is taken for the first (attention over 6 positions charged for 13)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
     d, layers, vocab, prompt, new = 32, 2, 50, 5, 8
-    model = GPT2LMHeadModel(GPT2Config(n_embd=d, n_layer=layers, n_head=2, vocab_size=vocab, n_positions=64,
-                                       eos_token_id=0, bos_token_id=0)).eval()
+    model = tiny_gpt2(n_embd=d, n_layer=layers, n_head=2, vocab_size=vocab, eos_token_id=0, bos_token_id=0).eval()
     ids = torch.randint(1, vocab, (1, prompt))
     with ComputeAudit(model=model) as run:
         model.generate(ids, max_new_tokens=new, do_sample=False, pad_token_id=0)

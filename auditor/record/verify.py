@@ -10,93 +10,37 @@ Four layers, each saying what it proves (docs/security.md):
    reviewer trusts (DSSE envelopes, auditor/signing.py), every record is covered;
 4. form: a dossier verify accepts is one ``auditor report`` can render.
 
+Layer 3 is verify_signatures.py; what the layers share (Findings, the LedgerScan) is verify_scan.py.
 Without a trusted key, (1) and (2) hold against accident only: whoever can edit the files can
 recompute every hash, and the output says so.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from auditor.files import FileRefused, kind_of, read_regular
 from auditor.record import dossier
-from auditor.record.authorization import RUN_COPY, AuthorizationError, named_by, used_flops, verified
 from auditor.record.ledger import (
     FILENAME,
     SIGNATURE_FILENAME,
-    Sums,
-    canonical,
     check_ledger,
     check_record,
 )
-from auditor.record.signing import open_envelope, short_id, subject_digest
-from auditor.text import printable, sci
+from auditor.record.signing import open_envelope
+from auditor.record.verify_scan import Findings, LedgerScan
+from auditor.record.verify_signatures import (
+    check_authorization,
+    check_dossier_signature,
+    check_ledger_signature,
+    read_envelope,
+)
+from auditor.text import printable
+
+__all__ = ["Findings", "LedgerScan", "UNSIGNED_NOTE", "check", "verify_target"]
 
 UNSIGNED_NOTE = ("note: no --trusted-key given: this proves integrity against accident only; whoever can edit "
                  "these files can recompute every hash (docs/security.md)")
-
-
-@dataclass
-class Findings:
-    """What verify says: lines for stdout or stderr, the problems among them, and the exit code."""
-    code: int = 0
-    lines: list[tuple[str, str]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    dossier: dict | None = None          # the dossier verify read (None where there is none or it failed)
-    ledger: Any = None                   # the ledger's VerifyResult, where there is a ledger
-
-    def say(self, line: str) -> None:
-        self.lines.append(("out", line))
-
-    def bad(self, line: str) -> None:
-        self.lines.append(("out", line))
-        self.problems.append(line)
-        self.code = max(self.code, 1)
-
-    def error(self, line: str) -> "Findings":
-        """Unreadable, or nothing to verify: exit 2 with this one line."""
-        self.code, self.lines, self.problems = 2, [("err", line)], [line]
-        return self
-
-
-@dataclass
-class LedgerScan:
-    """What one streaming pass over the ledger keeps: the figures at the points verify compares."""
-    want_head: str | None = None          # the dossier's sealed head
-    want_signed: tuple[int, str] | None = None   # (seq, hash) the signature file names
-    series: list[tuple[int, int]] = field(default_factory=list)
-    sums: Sums = field(default_factory=Sums)  # evaluation, recomputation, hardware work, phases: running sums
-    at_head: dict | None = None           # count, step, total and sums at the sealed head
-    signed_digest: str | None = None      # SHA-256 of the ledger's bytes through the signed record
-    signed_found: bool = False
-    signers: set = field(default_factory=set)   # key ids the start/resume records name
-    authorization: dict | None = None     # what the latest start/resume record says of the run's authorization
-    resumes: list[dict] = field(default_factory=list)
-    last: dict | None = None
-    _digest: Any = field(default_factory=hashlib.sha256)
-
-    def visit(self, rec: dict) -> None:
-        index = len(self.series)
-        if rec["kind"] == "resume":      # a cut: the figures just before it, and what it set aside
-            self.resumes.append({"index": index, "cut": self.last, "sums": self.sums.copy(),
-                                 "file": (rec.get("meta") or {}).get("rolled_back_file")})
-        signer = (rec.get("meta") or {}).get("signer") if rec["kind"] in ("start", "resume") else None
-        if isinstance(signer, str):
-            self.signers.add(signer)
-        if (named := named_by(rec)) is not None:
-            self.authorization = named
-        self.sums.add(rec)
-        self.series.append((rec["step"], rec["total"]))
-        self._digest.update(canonical(rec) + b"\n")
-        if rec["hash"] == self.want_head:
-            self.at_head = {"count": index + 1, "step": rec["step"], "total": rec["total"],
-                            "sums": self.sums.copy()}
-        if self.want_signed == (rec["seq"], rec["hash"]):
-            self.signed_found, self.signed_digest = True, self._digest.hexdigest()
-        self.last = rec
 
 
 def verify_target(target: Path, trusted_keys=()) -> tuple[int, list[tuple[str, str]]]:
@@ -132,7 +76,7 @@ def check(target: Path, trusted_keys=(), visit=None) -> Findings:
 
     scan = LedgerScan(want_head=dossier.ledger_head(data) if data else None)
     sidecar = ledger_file.with_name(SIGNATURE_FILENAME) if has_ledger else None
-    envelope, opened = _read_envelope(sidecar, found), None
+    envelope, opened = read_envelope(sidecar, found), None
     if envelope is not None:
         opened = open_envelope(envelope, trusted)
         pred = (opened.statement or {}).get("predicate") or {}
@@ -146,13 +90,13 @@ def check(target: Path, trusted_keys=(), visit=None) -> Findings:
         if code == 2:
             return found.error(line)
         (found.bad if code else found.say)(line)
-        _check_ledger_signature(found, ledger_file, scan, envelope, opened, trusted, ledger_result)
+        check_ledger_signature(found, ledger_file, scan, envelope, opened, trusted, ledger_result)
         if ledger_result.ok and scan.authorization is not None:
-            _check_authorization(found, ledger_file, scan, trusted, data)
+            check_authorization(found, ledger_file, scan, trusted, data)
     if data is not None:
         found.dossier = data
         found.say(f"{dossier_file}: intact, seal {data['seal']['digest']}")
-        _check_dossier_signature(found, dossier_file, data, trusted)
+        check_dossier_signature(found, dossier_file, data, trusted)
         if data.get("kind") == "tracked" or dossier.ledger_head(data):
             _check_meaning(found, dossier_file, data, ledger_file if has_ledger else None, scan,
                            ledger_ok=ledger_result is not None and ledger_result.ok)
@@ -161,55 +105,6 @@ def check(target: Path, trusted_keys=(), visit=None) -> Findings:
     if not trusted:
         found.say(UNSIGNED_NOTE)
     return found
-
-
-def _check_authorization(found: Findings, ledger_file: Path, scan: LedgerScan, trusted, data: dict | None) -> None:
-    """A run that held an authorization: its bytes beside the ledger are the ones the ledger names,
-    signed by a trusted key where keys are given, approving the budget the ledger records; the
-    ledger's use of the phases it covers is within it; a dossier shows the same."""
-    held, where = scan.authorization, ledger_file.with_name(RUN_COPY)
-    try:
-        budget, phases, digest = int(held["budget_flops"]), [str(p) for p in held["phases"]], str(held["sha256"])
-    except (KeyError, TypeError, ValueError):
-        found.bad(f"{ledger_file}: its record of the run's authorization is malformed")
-        return
-    train = scan.last["total"] if scan.last else 0
-    used = used_flops(scan.sums.by_phase(train), phases)
-    if where.is_file():
-        try:
-            raw = read_regular(where, 1_000_000)
-        except (OSError, FileRefused) as exc:
-            found.bad(f"{where}: cannot read the run's authorization: {exc}")
-            return
-        if hashlib.sha256(raw).hexdigest() != digest:
-            found.bad(f"{where}: not the authorization the ledger names (sha256 {digest[:16]}...): replaced or edited")
-            return
-        if trusted:
-            try:
-                auth = verified(raw, where, trusted)
-            except AuthorizationError as exc:
-                found.bad(f"the run's authorization cannot be trusted: {exc}")
-                return
-            if auth.budget_flops != budget:
-                found.bad(f"{where}: approves {auth.budget_flops:,} FLOPs but the ledger records a budget of {budget:,}")
-                return
-            found.say(f"{where}: signed by {auth.approver.name} (trusted), approving {sci(budget)} FLOP")
-    elif trusted:
-        found.bad(f"{ledger_file}: the run held an authorization (sha256 {digest[:16]}...) whose file "
-                  f"{RUN_COPY} is missing beside the ledger: who approved it cannot be checked")
-        return
-    if used > budget:
-        found.bad(f"{ledger_file}: the run used {used:,} FLOPs ({' + '.join(phases)}), over the {budget:,} its "
-                  f"authorization approved (sha256 {digest[:16]}...)")
-    else:
-        found.say(f"{ledger_file}: within its authorization: {used:,} of {budget:,} FLOPs approved "
-                  f"({used / budget:.1%}; {' + '.join(phases)})")
-    tracked = data.get("tracked") if isinstance(data, dict) else None
-    if isinstance(tracked, dict):
-        shown = tracked.get("authorization")
-        if not isinstance(shown, dict) or shown.get("sha256") != digest or shown.get("budget_flops") != budget:
-            found.bad(f"the dossier does not show the authorization the ledger names (sha256 {digest[:16]}..., "
-                      f"budget {budget:,})")
 
 
 def _unreadable(target: Path) -> str | None:
@@ -236,80 +131,6 @@ def _ledger_of(target: Path, dossier_file: Path | None, data: dict | None) -> Pa
             else None
         return dossier_file.parent / Path(named if isinstance(named, str) and named else FILENAME).name
     return None
-
-
-def _read_envelope(path: Path | None, found: Findings) -> Any:
-    if path is None or not path.exists():
-        return None
-    try:
-        return json.loads(read_regular(path, 1_000_000))
-    except (OSError, FileRefused, ValueError, RecursionError) as exc:
-        found.bad(f"{path}: not a readable signature file ({type(exc).__name__}): damaged or replaced")
-        return None
-
-
-def _check_ledger_signature(found: Findings, ledger_file: Path, scan: LedgerScan, envelope, opened,
-                            trusted, result) -> None:
-    sidecar = ledger_file.with_name(SIGNATURE_FILENAME)
-    if envelope is None:
-        if sidecar.exists():
-            return                       # unreadable: already reported
-        if scan.signers:
-            found.bad(f"{ledger_file}: the ledger names its signer ({', '.join(sorted(map(short_id, scan.signers)))}) "
-                      f"but {SIGNATURE_FILENAME} is missing: the signature was removed")
-        elif trusted:
-            found.bad(f"{ledger_file}: unsigned: no {SIGNATURE_FILENAME}, so nothing ties it to a trusted key")
-        return
-    if opened.statement is None:
-        found.bad(f"{sidecar}: {opened.problem}")
-        return
-    pred = opened.statement.get("predicate") or {}
-    names = ", ".join(f"{k.name} ({short_id(k.keyid)})" for k in opened.signers) or \
-        ", ".join(map(short_id, opened.keyids))
-    if opened.problem:
-        found.bad(f"{sidecar}: {opened.problem}")
-        return
-    if not scan.signed_found:
-        found.bad(f"{sidecar}: the signed head (seq {pred.get('seq')}, {str(pred.get('head'))[:16]}...) is not a "
-                  f"record of the ledger: the ledger was rewritten after it was signed")
-        return
-    if subject_digest(opened.statement) != scan.signed_digest:
-        found.bad(f"{sidecar}: the signed digest of the ledger's bytes does not match them")
-        return
-    last_seq = scan.last["seq"] if scan.last else -1
-    unsigned = last_seq - pred["seq"]
-    signed = f"head seq {pred['seq']} ({pred.get('total', 0):,} FLOPs)"
-    if not trusted:
-        found.say(f"{ledger_file}: carries a signature by {names} over {signed}; not checked (pass --trusted-key)")
-    elif unsigned > 0:
-        found.bad(f"{ledger_file}: signed by {names} through {signed}, but records seq {pred['seq'] + 1}..{last_seq} "
-                  f"after it are not covered by a signature (written after the last signed flush, by a crash "
-                  f"before it, or appended by someone without the key)")
-    else:
-        found.say(f"{ledger_file}: signed by {names}: {signed}, every record covered")
-    if not trusted and unsigned > 0:
-        found.say(f"{ledger_file}: records seq {pred['seq'] + 1}..{last_seq} come after the last signed head")
-
-
-def _check_dossier_signature(found: Findings, path: Path, data: dict, trusted) -> None:
-    envelope = data["seal"].get("signature")
-    if envelope is None:
-        if trusted:
-            found.bad(f"{path}: unsigned: no signature by a trusted key")
-        return
-    opened = open_envelope(envelope, trusted)
-    if opened.statement is None or opened.problem:
-        found.bad(f"{path}: signature: {opened.problem}")
-        return
-    if subject_digest(opened.statement) != data["seal"]["digest"]:
-        found.bad(f"{path}: the signature is over another dossier (its digest is not this one's)")
-        return
-    names = ", ".join(f"{k.name} ({short_id(k.keyid)})" for k in opened.signers) or \
-        ", ".join(map(short_id, opened.keyids))
-    if trusted:
-        found.say(f"{path}: signed by {names}")
-    else:
-        found.say(f"{path}: carries a signature by {names}; not checked (pass --trusted-key)")
 
 
 def _check_meaning(found: Findings, path: Path, data: dict, ledger_file: Path | None, scan: LedgerScan,

@@ -11,11 +11,11 @@ convention that "at risk" starts the clock); either no earlier than the rule's e
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from fractions import Fraction
 from typing import Any
 
+from auditor.estimate import Figures
 from auditor.registry.history import Graph, Triple
 from auditor.rules.verdicts import evaluate_rule
 from auditor.text import sci
@@ -23,14 +23,10 @@ from auditor.text import sci
 LIVE = ("crossed", "at_risk")
 
 
-@dataclass
-class _Figure:
-    """What rules.evaluate_rule reads: the model's figure as a run, and its lineage."""
-    low: int
-    total_flops: int
-    high: int
-    lineage: dict[str, Any] | None
-    modality: str | None = None
+def _figure(low: int, central: int, high: int, lineage: dict[str, Any] | None) -> Figures:
+    """What rules.evaluate_rule judges: the model's figure as a run (a sum over its records, of
+    whatever methods they were), and its lineage."""
+    return Figures.of(low, central, high, None, lineage=lineage)
 
 
 def end_of(day: date) -> datetime:
@@ -42,7 +38,7 @@ def _developer(edges) -> str | None:
     return said.pop() if len(said) == 1 else None
 
 
-def figure_for(graph: Graph, model_id: int, rule, *, foreseen: bool = False) -> tuple[_Figure, list[int], str]:
+def figure_for(graph: Graph, model_id: int, rule, *, foreseen: bool = False) -> tuple[Figures, list[int], str]:
     """(the figure rules.py judges, the models whose runs make the compared compute, a note)."""
     teacher = bool(getattr(rule, "counts_teacher", False))
     parents = graph.parents.get(model_id, [])
@@ -53,36 +49,36 @@ def figure_for(graph: Graph, model_id: int, rule, *, foreseen: bool = False) -> 
         mod = graph.sum_of(mods, foreseen)
         if not bases:
             lineage = {"base_model": ", ".join(names), "developer": "same"} if parents else None
-            return _Figure(*mod, lineage), mods, ""
+            return _figure(*mod, lineage), mods, ""
         known = [b for b in bases if graph.known(b.parent_id)]
         base = sum(graph.cumulative(b.parent_id) for b in known) if known else None
         lineage = {"base_model": ", ".join(graph.names[b.parent_id] for b in bases), "base_compute_flops": base,
                    "developer": "other" if any(b.developer == "other" for b in bases) else None}
         words = (f"basis ratio_to_base: the modification ({sci(mod[1])} FLOP over {len(mods)} model(s)) against "
                  f"the base model's compute ({sci(base) if base is not None else 'unknown'})")
-        return _Figure(*mod, lineage), mods, words
+        return _figure(*mod, lineage), mods, words
     if rule.basis == "training":
         lineage = None
         if parents:
             base = sum(graph.cumulative(e.parent_id, teacher) or 0 for e in parents)
             lineage = {"base_model": ", ".join(names), "base_compute_flops": base, "developer": _developer(parents)}
         note = f"basis training: the model's own runs, {sci(own[1])} FLOP, none of its ancestors'" if parents else ""
-        return _Figure(*own, lineage), [model_id], note
+        return _figure(*own, lineage), [model_id], note
     closure = graph.closure(model_id, teacher)
     inherited = graph.inherited(model_id, teacher)
     whole = graph.sum_of(closure, foreseen)
     if not parents:
-        return _Figure(*own, None), closure, ""
+        return _figure(*own, None), closure, ""
     if not inherited:                    # only other developers' models above it
-        return _Figure(*own, {"base_model": ", ".join(names), "developer": "other"}), [model_id], ""
+        return _figure(*own, {"base_model": ", ".join(names), "developer": "other"}), [model_id], ""
     added: Triple = tuple(w - o for w, o in zip(whole, own))
     if not any(graph.known(e.parent_id, teacher) for e in inherited):
-        return _Figure(*own, {"base_model": ", ".join(names), "developer": _developer(inherited)}), closure, ""
+        return _figure(*own, {"base_model": ", ".join(names), "developer": _developer(inherited)}), closure, ""
     lineage = {"base_model": ", ".join(names), "base_compute_flops": added[1], "developer": _developer(inherited)}
     if added[0] != added[2]:             # planned ancestors' range: rules.py adds one figure to each end
         lineage["base_compute_flops"] = added[0]
-        return _Figure(own[0], own[1] + added[1] - added[0], own[2] + added[2] - added[0], lineage), closure, ""
-    return _Figure(*own, lineage), closure, ""
+        return _figure(own[0], own[1] + added[1] - added[0], own[2] + added[2] - added[0], lineage), closure, ""
+    return _figure(*own, lineage), closure, ""
 
 
 def _due(start: datetime, deadline) -> date:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import (
     BeforeValidator,
@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from auditor.estimate import DEVELOPERS
 from auditor.inputs.run_config import MODALITIES
 from auditor.inputs.schema import (
     _NUMBER_JSON,
@@ -36,11 +37,15 @@ from auditor.inputs.values import positive_count, positive_number
 from auditor.inputs.yaml_reader import _UniqueKeyLoader, read_yaml_file
 from auditor.text import join_words, printable_text, short, suggest
 
-COMPARISONS = (">", ">=")
-BASES = ("training", "cumulative", "ratio_to_base")
-STATUSES = ("in_force", "proposed", "revoked", "vetoed")
-DEVELOPERS = ("same", "other")
-DEADLINE_STARTS = ("threshold_known", "threshold_met", "training_start", "deployment", "incident_discovered")
+Comparison = Literal[">", ">="]
+Basis = Literal["training", "cumulative", "ratio_to_base"]
+RuleStatus = Literal["in_force", "proposed", "revoked", "vetoed"]
+DeadlineStart = Literal["threshold_known", "threshold_met", "training_start", "deployment", "incident_discovered"]
+# the tables a rule file's fields are checked against, from the types
+COMPARISONS: tuple[Comparison, ...] = get_args(Comparison)
+BASES: tuple[Basis, ...] = get_args(Basis)
+STATUSES: tuple[RuleStatus, ...] = get_args(RuleStatus)
+DEADLINE_STARTS: tuple[DeadlineStart, ...] = get_args(DeadlineStart)
 _ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?$")
 _URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

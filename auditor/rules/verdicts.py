@@ -13,14 +13,13 @@ from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Any, Literal
 
-from auditor.rules.rule_file import (
-    Rule,
-)
+from auditor.estimate import Figures
+from auditor.rules.rule_file import Basis, Comparison, Rule
 from auditor.rules.selection import load_rules
 from auditor.text import join_words, sci
 
 Status = Literal["crossed", "at_risk", "clear", "not_in_force"]
-Basis = Literal["training", "cumulative", "ratio_to_base"]
+Inactive = Literal["revoked", "rescinded", "vetoed", "proposed", "not_yet_effective", "out_of_scope"]
 
 GATE_FAILING = ("crossed", "at_risk")  # on a blocking rule, these fail a gate (exit 1)
 
@@ -53,7 +52,7 @@ class Verdict:
     status: Status
     threshold_flops: int             # the int a whole FLOP count is compared with, same answer as the exact one
     threshold_exact: str             # the exact threshold: '10000000000000000000000000' or '38000...000/3'
-    comparison: str                  # '>' strict or '>=' inclusive
+    comparison: Comparison           # '>' strict or '>=' inclusive
     margin: float                    # high end of the compared figure / threshold
     basis: Basis
     basis_flops: dict[str, int]      # the figure compared: low, central, high
@@ -65,7 +64,7 @@ class Verdict:
     unverified: list[str]            # conditions compute alone cannot decide
     blocking: bool
     would_be: Status                 # the status on these figures were the rule in force and in scope
-    inactive: str | None = None      # revoked, rescinded, vetoed, proposed, not_yet_effective, out_of_scope
+    inactive: Inactive | None = None  # why not in force
     assumptions: list[str] = field(default_factory=list)
     rule_set: str | None = None
     as_of: str = ""
@@ -74,40 +73,12 @@ class Verdict:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class _Run:
-    low: int
-    central: int
-    high: int
-    modality: str | None
-    modification: bool               # it has a lineage: a fine-tune or other modification of a base model
-    base_flops: int | None
-    developer: str | None            # same | other | None (not stated)
-    phases: tuple[tuple[str, int], ...] = ()  # a tracked run's FLOPs by phase; the figures are its train phase
-
-
-def _run_of(result: Any) -> _Run:
-    """The figures a verdict needs, from a Preflight (or anything with low, high, total_flops or flops)."""
-    lineage = getattr(result, "lineage", None)
-    if lineage is not None and not isinstance(lineage, dict):
-        lineage = lineage.model_dump() if hasattr(lineage, "model_dump") else vars(lineage)
-    lineage = {k: v for k, v in (lineage or {}).items() if v is not None}
-    central = getattr(result, "total_flops", None)
-    central = result.flops if central is None else central
-    base = lineage.get("base_compute_flops")
-    phases = getattr(result, "phases", None)
-    return _Run(int(result.low), int(central), int(result.high), getattr(result, "modality", None),
-                bool(lineage.keys() & {"base_model", "base_compute_flops", "developer"}),
-                int(base) if base is not None else None, lineage.get("developer"),
-                tuple(sorted((str(k), int(v)) for k, v in phases.items())) if isinstance(phases, dict) else ())
-
-
-def _counted_phases(rule: Rule, run: _Run, assumptions: list[str]) -> tuple[int, str]:
+def _counted_phases(rule: Rule, run: Figures, assumptions: list[str]) -> tuple[int, str]:
     """What the phases a rule counts add to the run's train figure (a tracked run's rollout, say,
     or minus its training where a rule does not count it), and the words for the sum."""
     if not run.phases:
         return 0, ""
-    phases, counted = dict(run.phases), rule.counts_phases
+    phases, counted = run.by_phase, rule.counts_phases
     added = sum(v for p, v in phases.items() if p in counted and p != "train")
     if "train" not in counted:
         added -= phases.get("train", 0)
@@ -138,7 +109,7 @@ def rule_activity(rule: Rule, as_of: date) -> tuple[str | None, str]:
     return None, ""
 
 
-def _scope(rule: Rule, run: _Run, assumptions: list[str]) -> str | None:
+def _scope(rule: Rule, run: Figures, assumptions: list[str]) -> str | None:
     """Why the rule does not cover this run, or None (noting conservative assumptions on the way)."""
     s = rule.scope
     if s is None:
@@ -166,7 +137,7 @@ def _scope(rule: Rule, run: _Run, assumptions: list[str]) -> str | None:
     return None
 
 
-def _figures(rule: Rule, run: _Run, assumptions: list[str]) -> tuple[tuple[int, int, int], Fraction, str, str]:
+def _figures(rule: Rule, run: Figures, assumptions: list[str]) -> tuple[tuple[int, int, int], Fraction, str, str]:
     """((low, central, high) compared, the exact threshold, what the figure is, where the threshold comes from)."""
     threshold, origin = Fraction(rule.threshold_flops or 0), ""
     added, phased = _counted_phases(rule, run, assumptions)
@@ -242,10 +213,12 @@ def _reason(status: str, figures: tuple[int, int, int], threshold: Fraction, rul
     return f"The high end of {figure}, {sci(high)} FLOP, is not {against}, so the run is clear."
 
 
-def evaluate_rule(result: Any, rule: Rule, as_of: date | None = None) -> Verdict:
-    """One rule's verdict for a Preflight (or any result with low, high and total_flops)."""
-    as_of = as_of_day(as_of)
-    run, assumptions = _run_of(result), []
+def evaluate_rule(run: Figures, rule: Rule, as_of: date | None = None) -> Verdict:
+    """One rule's verdict on a run's Figures (``preflight.figures()``, ``estimate.figures()``)."""
+    if not isinstance(run, Figures):
+        raise TypeError(f"rules judge auditor.rules.Figures (preflight.figures(), estimate.figures()), "
+                        f"got {type(run).__name__}")
+    as_of, assumptions = as_of_day(as_of), []
     inactive, why = rule_activity(rule, as_of)
     outside = _scope(rule, run, assumptions)
     figures, threshold, figure, origin = _figures(rule, run, assumptions)
@@ -283,8 +256,20 @@ def as_of_day(as_of: date | datetime | str | None) -> date:
     return as_of
 
 
-def evaluate(result: Any, rules: list[Rule] | None = None, as_of: date | datetime | str | None = None) -> list[Verdict]:
+def evaluate(run: Figures, rules: list[Rule] | None = None, as_of: date | datetime | str | None = None) -> list[Verdict]:
     """A verdict for each rule, in order. ``rules``: None for every bundled rule. ``as_of``: the date the rules
     are read at (default: today); deadlines that run from knowing the threshold will be met start there."""
     rules = load_rules(None) if rules is None else rules
-    return [evaluate_rule(result, rule, as_of) for rule in rules]
+    return [evaluate_rule(run, rule, as_of) for rule in rules]
+
+
+Limit = tuple[str, int, str, tuple[str, ...]]    # (rule id, threshold, comparison, the phases it counts)
+
+
+def blocking_limits(rules: list[Rule], as_of: date | datetime | str | None = None) -> list[Limit]:
+    """The blocking rules in force as of ``as_of`` that a tracked run (no lineage, no modality)
+    meets: each at one whole-number threshold whatever its FLOPs, so the tracker's guard reads
+    them once at start (evaluating the rules before every call cost ~0.25 ms a step)."""
+    counted = {r.id: tuple(r.counts_phases) for r in rules}
+    return [(v.rule, v.threshold_flops, v.comparison, counted[v.rule])
+            for v in evaluate(Figures(0, 0, 0, "counted"), rules, as_of) if v.blocking and v.status != "not_in_force"]
