@@ -33,6 +33,7 @@ from auditor.record.ledger import (
     check_record,
 )
 from auditor.record.signing import open_envelope, short_id, subject_digest
+from auditor.record.run_facts import check_against_ledger, resume_entry
 from auditor.text import printable, sci
 
 UNSIGNED_NOTE = ("note: no --trusted-key given: this proves integrity against accident only; whoever can edit "
@@ -76,13 +77,14 @@ class LedgerScan:
     authorization: dict | None = None     # what the latest start/resume record says of the run's authorization
     resumes: list[dict] = field(default_factory=list)
     last: dict | None = None
+    first: dict | None = None
     _digest: Any = field(default_factory=hashlib.sha256)
 
     def visit(self, rec: dict) -> None:
         index = len(self.series)
         if rec["kind"] == "resume":      # a cut: the figures just before it, and what it set aside
             self.resumes.append({"index": index, "cut": self.last, "sums": self.sums.copy(),
-                                 "file": (rec.get("meta") or {}).get("rolled_back_file")})
+                                 "file": (rec.get("meta") or {}).get("rolled_back_file"), "entry": resume_entry(rec)})
         signer = (rec.get("meta") or {}).get("signer") if rec["kind"] in ("start", "resume") else None
         if isinstance(signer, str):
             self.signers.add(signer)
@@ -93,10 +95,11 @@ class LedgerScan:
         self._digest.update(canonical(rec) + b"\n")
         if rec["hash"] == self.want_head:
             self.at_head = {"count": index + 1, "step": rec["step"], "total": rec["total"],
-                            "sums": self.sums.copy()}
+                            "sums": self.sums.copy(), "time": rec["time"], "first": self.first or rec,
+                            "resumes": [r["entry"] for r in self.resumes]}
         if self.want_signed == (rec["seq"], rec["hash"]):
             self.signed_found, self.signed_digest = True, self._digest.hexdigest()
-        self.last = rec
+        self.last, self.first = rec, self.first or rec
 
 
 def verify_target(target: Path, trusted_keys=()) -> tuple[int, list[tuple[str, str]]]:
@@ -363,6 +366,7 @@ def _check_meaning(found: Findings, path: Path, data: dict, ledger_file: Path | 
     if points is not None and points != expected:
         at = next((i for i, (a, b) in enumerate(zip(points, expected)) if a != b), min(len(points), len(expected)))
         wrong.append(f"tracked.series differs from {where}'s records at point {at}")
+    wrong += check_against_ledger(tracked, figures)  # started, ended, resumes (record/run_facts.py)
     for problem in wrong:
         found.bad(f"{path}: {problem}")
     if wrong:
