@@ -149,7 +149,7 @@ def _measured(kind: str, wh: Fraction, spread: Fraction, ranks: int, hours: floa
             "high_wh": math.ceil(wh * (1 + spread)), "measured": True,
             "assumptions": [f"{ranks:,} process{'es' if ranks > 1 else ''} over {hours:,.3g} h of this process's "
                             "wall-clock time (since its start or resume)",
-                            f"range +-{spread:.0%}".replace("%", " %") + (
+                            f"range +-{int(spread * 100)} %" + (
                                 ": NVIDIA's stated accuracy of its power readings" if kind == "nvml" else
                                 ": codecarbon estimates what it cannot read"), scope]}
 

@@ -17,15 +17,18 @@ def training_breakdown(calls) -> dict[str, Any] | None:
     """By operator and by module (depth 3) of the training calls among ``calls`` (the tracker's
     window), labelled with their step; None when none of them had a backward (an evaluation
     window, or a call whose backward never came)."""
-    count, step = StepCount(), None
+    count, step, n = StepCount(), None, 0
     for call in calls:
         if not call.grad or call.phase != "train":
             continue
+        n += 1
         count.records.update(call.own.records)
         count.records.update(call.tail.records)
         step = call.step if step is None else min(step, call.step)
     if step is None or not count.backward:
         return None
-    return {"by_op": count.by_op(), "by_module": count.by_module(depth=3), "step": step + 1,
-            "of": f"training step {step + 1:,}: its training calls' forward, loss and backward, counted at dispatch "
-                  "level (the latest step with calls of new shapes; steps of the same shapes add the same counts)"}
+    calls_said = "1 call of the model" if n == 1 else f"{n:,} calls of the model"
+    return {"by_op": count.by_op(), "by_module": count.by_module(depth=3), "step": step + 1, "calls": n,
+            "of": f"training step {step + 1:,}: {calls_said} counted at dispatch level, forward, loss and backward "
+                  "(the latest training step with calls of new shapes; calls of the same shapes, in this step or "
+                  "later ones, add the same counts)"}
