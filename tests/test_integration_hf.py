@@ -251,3 +251,29 @@ def test_trainer_dossier_breakdown_is_a_training_step_and_names_the_trainers_tot
     assert t["model"]["class"] == "transformers.models.gpt2.modeling_gpt2.GPT2LMHeadModel"
     assert t["stage"] == "pretraining" and t["ending"] == {"how": "finished", "step": MAX_STEPS}
     assert f"the measured figure is {ours / theirs:.3f} x it" in dossier_text(d)
+
+
+def test_a_trainer_run_the_guard_stops_leaves_a_dossier_that_says_so(tmp_path):
+    """The guard's exception goes through Trainer.train(), which never calls on_train_end: the
+    audit writes the dossier before raising."""
+    from budgets import budget_rule
+
+    from auditor.record import dossier
+    from auditor.tracking import ComputeBudgetExceeded
+
+    per_micro_batch = 3 * forward_closed_form(SEQ, BATCH)
+    rule = budget_rule(tmp_path / "budget.yaml", "trainer-budget", 5 * per_micro_batch + per_micro_batch // 2)
+    cb = AuditCallback(run_dir=tmp_path / "run", rules=[rule], on_exceed="stop")
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=MAX_STEPS, per_device_train_batch_size=BATCH,
+                             gradient_accumulation_steps=ACCUMULATE, report_to=[], logging_steps=1, save_strategy="no",
+                             use_cpu=True, disable_tqdm=True, seed=0)
+    trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens(64, 1), callbacks=[cb])
+    with pytest.raises(ComputeBudgetExceeded, match="trainer-budget"):
+        trainer.train()
+    assert not cb.audit.running
+    d = dossier.load(tmp_path / "run")
+    ending = d["tracked"]["ending"]
+    # 5 micro-batches fit: steps 1 and 2 (two each) and the first of step 3; its second would cross
+    assert (ending["how"], ending["step"], ending["flops"]) == ("stopped", 2, 5 * per_micro_batch)
+    assert d["total_flops"] == 5 * per_micro_batch
+    assert d["tracked"]["reference"]["hf_total_flos"] == 6 * 4 * BATCH * SEQ * non_embedding_parameters()
