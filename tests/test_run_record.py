@@ -193,6 +193,9 @@ def test_a_crashed_and_resumed_run_says_where_it_resumed(tmp_path):
                                         "rolled_back_records": 1}]
     assert d["total_flops"] == resumed.total_flops == 4 * (forward(B * S) + backward(B * S))
     assert f"resumed: 1 time: at step 2 ({resume['time']}, after a crash, 1 records" in dossier_text(d)
+    assert d["tracked"]["tokens"] == {"count": 2 * B * S, "how": "counted: the elements of the integer token input "
+                                      "(input_ids, else the first positional argument) of every training call, "
+                                      "padding included; since the resume at step 2"}
     assert invoke("verify", run_dir).exit_code == 0
 
 
@@ -243,7 +246,7 @@ def test_without_a_counter_the_energy_is_rated_power_times_the_runs_hours():
     assert "wh" in mixed and not mixed.get("measured")   # one rank unmeasured: no sum passed off as measured
 
 
-def test_without_pynvml_a_cuda_run_falls_back(monkeypatch):
+def test_without_pynvml_or_codecarbon_there_is_no_meter(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)      # not installed
     monkeypatch.setitem(sys.modules, "codecarbon", None)
     assert EnergyMeter.start(None).kind is None
@@ -275,3 +278,60 @@ def test_the_schema_names_every_tracked_field_the_tracker_writes():
     described = schema["properties"]["tracked"]["properties"]
     assert set(DOSSIER_KEYS) <= set(described)
     assert all(described[k].get("description") for k in DOSSIER_KEYS)
+
+
+def test_attack_a_resealed_dossier_with_a_malformed_ending_is_refused_not_crashed(tmp_path):
+    model, opt = model_and_opt()
+    with ComputeAudit(tmp_path / "run", model, opt) as run:
+        train(run, model, opt, 1, evaluate=False)
+    data = dossier.load(tmp_path / "run")
+    data["tracked"]["ending"] = {"how": "stopped"}             # no step, limit or figure
+    dossier.write(dossier.seal(data), tmp_path / "run" / "dossier.json")
+    checked = invoke("verify", tmp_path / "run")
+    assert checked.exit_code == 1 and "not a well-formed dossier: its text view cannot be made (KeyError: 'step')" \
+        in checked.output
+    report = invoke("report", tmp_path / "run")
+    assert report.exit_code == 2 and "Traceback" not in report.stderr
+    assert report.stderr.startswith(f"error: {tmp_path / 'run' / 'dossier.json'}: not a well-formed dossier")
+
+
+def test_the_nvml_meter_finds_each_gpu_by_its_pci_address(monkeypatch):
+    from types import SimpleNamespace
+
+    from auditor.methods import measured_energy
+
+    nvml = FakeNVML({"00000000:17:00.0": 50_000, "00000000:b3:00.0": 70_000})
+    nvml.nvmlInit = lambda: None
+    nvml.nvmlDeviceGetHandleByPciBusId = lambda bus: bus
+    buses = {0: 0x17, 1: 0xB3}
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: SimpleNamespace(pci_domain_id=0, pci_bus_id=buses[i], pci_device_id=0))
+    meter = measured_energy._nvml_meter([0, 1])
+    assert meter.kind == "nvml" and meter.start_mj == [50_000, 70_000]
+    nvml.counters = {"00000000:17:00.0": 50_000 + 3_600_000, "00000000:b3:00.0": 70_000 + 1_800_000}
+    assert meter.read(1.0)["wh"] == Fraction(3, 2)
+
+
+def test_codecarbon_serves_where_nvml_cannot(monkeypatch):
+    from types import SimpleNamespace
+
+    class Tracker:
+        def __init__(self, **options):
+            self.options, self.final_emissions_data = options, None
+
+        def start(self):
+            pass
+
+        def stop(self):
+            self.final_emissions_data = SimpleNamespace(energy_consumed=0.0125)   # kWh
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setitem(sys.modules, "codecarbon", SimpleNamespace(OfflineEmissionsTracker=Tracker))
+    meter = EnergyMeter.start(None)
+    assert meter.kind == "codecarbon" and meter.handle.options["save_to_file"] is False
+    reading = meter.read(0.1)
+    assert reading["wh"] == Fraction(25, 2)
+    _, energy = combine([{"device": "CPU (x86_64)", "energy": reading}], 0.1)
+    assert (energy["wh"], energy["low_wh"], energy["high_wh"]) == (12, 10, 15)   # 12.5 rounds to even; +-20 %
+    assert energy["method"].startswith("measured or estimated by codecarbon")
