@@ -192,7 +192,8 @@ def test_a_crashed_and_resumed_run_says_where_it_resumed(tmp_path):
     assert d["tracked"]["resumes"] == [{"step": 2, "time": resume["time"], "after_crash": True,
                                         "rolled_back_records": 1}]
     assert d["total_flops"] == resumed.total_flops == 4 * (forward(B * S) + backward(B * S))
-    assert f"resumed: 1 time: at step 2 ({resume['time']}, after a crash, 1 records" in dossier_text(d)
+    said = f"resumed: 1 time: at step 2 ({resume['time']}, after a crash, 1 record after the checkpoint rolled back)"
+    assert said in dossier_text(d)
     assert d["tracked"]["tokens"] == {"count": 2 * B * S, "how": "counted: the elements of the integer token input "
                                       "(input_ids, else the first positional argument) of every training call, "
                                       "padding included; since the resume at step 2"}

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from auditor.methods.energy import mwh
+from auditor.report.headline import plural
 from auditor.record.run_facts import STAGE_WORDS, UNKNOWN_STAGE
 from auditor.text import sci
 
@@ -135,9 +136,9 @@ def _resumes(resumes: list[dict[str, Any]] | None) -> str:
     if not resumes:
         return "no: one unbroken run"
     said = [f"at step {r['step']:,} ({r['time']}{', after a crash' if r.get('after_crash') else ''}"
-            + (f", {r['rolled_back_records']:,} records after the checkpoint rolled back" if r.get("rolled_back_records")
-               else "") + ")" for r in resumes]
-    return f"{len(resumes):,} time{'s' if len(resumes) != 1 else ''}: " + "; ".join(said)
+            + (f", {plural(r['rolled_back_records'], 'record')} after the checkpoint rolled back"
+               if r.get("rolled_back_records") else "") + ")" for r in resumes]
+    return f"{plural(len(resumes), 'time')}: " + "; ".join(said)
 
 
 def phase_words(d: dict[str, Any]) -> str | None:
