@@ -257,7 +257,8 @@ def test_the_tracked_markdown_renders_in_a_gfm_parser_with_the_verdict_first(tmp
     from markdown_it import MarkdownIt
 
     per_step = forward(B * S) + backward(B * S)
-    rule = budget_rule(tmp_path / "budget.yaml", "tiny-budget", per_step)
+    rule = budget_rule(tmp_path / "budget.yaml", "tiny-budget", per_step,
+                       "obligations: ['sign-off by the compute committee']\n")
     model, opt = model_and_opt()
     with pytest.warns(UserWarning, match="tiny-budget"):
         with ComputeAudit(tmp_path / "run", model, opt, rules=[rule], on_exceed="warn", stage="pretraining") as run:
@@ -267,7 +268,8 @@ def test_the_tracked_markdown_renders_in_a_gfm_parser_with_the_verdict_first(tmp
     assert "<td>Stage</td>\n<td>pre-training</td>" in html
     assert "<td>How it ended</td>\n<td>finished at step 2</td>" in html
     assert "<p><strong>FAIL</strong>: Crosses tiny-budget.</p>" in html
-    assert html.index("FAIL") < html.index("Why:") < html.index("<table>")
+    assert "<li>sign-off by the compute committee</li>" in html
+    assert html.index("FAIL") < html.index("Why:") < html.index("What follows:") < html.index("<table>")
 
 
 def test_the_schema_names_every_tracked_field_the_tracker_writes():
