@@ -5,6 +5,7 @@ import json
 import sys
 import types
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ from auditor.record import dossier
 from auditor.report.breakdown import breakdown_rows
 from auditor.report.views import dossier_html, dossier_markdown, dossier_text
 from auditor.tracking import ComputeBudgetExceeded
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "dossier-schema.json").read_text())
 
 V, D, H, B, S = 50, 16, 32, 4, 6      # vocabulary, width, hidden, batch, sequence
 EVAL_B = 3
@@ -273,14 +276,31 @@ def test_the_tracked_markdown_renders_in_a_gfm_parser_with_the_verdict_first(tmp
 
 
 def test_the_schema_names_every_tracked_field_the_tracker_writes():
-    from pathlib import Path
-
     from auditor.record.run_facts import DOSSIER_KEYS
 
-    schema = json.loads((Path(__file__).resolve().parents[1] / "docs" / "dossier-schema.json").read_text())
-    described = schema["properties"]["tracked"]["properties"]
+    described = SCHEMA["properties"]["tracked"]["properties"]
     assert set(DOSSIER_KEYS) <= set(described)
     assert all(described[k].get("description") for k in DOSSIER_KEYS)
+
+
+def test_finished_stopped_failed_and_resumed_dossiers_meet_the_schema(tmp_path):
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    model, opt = model_and_opt()
+    with ComputeAudit(tmp_path / "finished", model, opt, stage="rl", tokens=5) as run:
+        train(run, model, opt, 2)
+    stopped_run(tmp_path)
+    with pytest.raises(RuntimeError), ComputeAudit(tmp_path / "failed", model, opt) as run:
+        train(run, model, opt, 1)
+        raise RuntimeError("out of memory")
+    resumed_dir, _ = crashed_and_resumed(tmp_path / "resumed")
+    for run_dir in (tmp_path / "finished", tmp_path / "run", tmp_path / "failed", resumed_dir):
+        data = dossier.load(run_dir)
+        assert [e.message for e in validator.iter_errors(data)] == [], run_dir
+    bad = {**data, "tracked": {**data["tracked"], "ending": {"how": "vanished", "step": 1}}}
+    assert [e.message for e in validator.iter_errors(bad)] == [
+        "'vanished' is not one of ['finished', 'stopped', 'failed']"]
 
 
 def test_attack_a_resealed_dossier_with_a_malformed_ending_is_refused_not_crashed(tmp_path):
