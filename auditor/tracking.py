@@ -42,6 +42,8 @@ from auditor.counting.moe import dense_expert_modules
 from auditor.counting.optimizer import elementwise_step
 from auditor.counting.result import StepCount
 from auditor.estimate import Estimate
+from auditor.record.run_facts import RunFacts
+from auditor.record.step_breakdown import training_breakdown
 from auditor.ranks import (
     collective_device,
     max_across_ranks,
@@ -237,7 +239,8 @@ class ComputeAudit:
                  flush_every_seconds: float | None = 30.0, progress_every: int | None = None,
                  name: str | None = None, preflight: dict | None = None, signing_key: str | Path | None = None,
                  registry=None, config: str | Path | None = None, authorization: str | Path | None = None,
-                 trusted_keys=(), require_authorization: bool = False, sinks=()):
+                 trusted_keys=(), require_authorization: bool = False, stage: str | None = None,
+                 lineage: dict | None = None, operator: str | None = None, tokens: int | None = None, sinks=()):
         from auditor.sink_set import SinkSet
 
         self._sinks = SinkSet(sinks)         # auditor.sinks.Sink objects: MLflow, W&B, ... (docs/integrations.md)
@@ -296,6 +299,9 @@ class ComputeAudit:
         self._signer = None
         self._registry = registry            # auditor.registry.RunRecorder: the ledger's on_flush (rank 0)
         self._join_config = None             # set by torch's Join when this audit is one of its joinables
+        # what the dossier says was run (model, tokens, stage, hardware, energy, how it ended): record/run_facts.py
+        self.facts = RunFacts(stage=stage, lineage=lineage, operator=operator, tokens=tokens, preflight=preflight,
+                              registry=registry)
         self._reset_run_state()
 
     def _reset_run_state(self) -> None:
@@ -366,6 +372,7 @@ class ComputeAudit:
             self._base_phases, self.base_hardware = carried
         if self._model is not None:
             self.watch(self._model, self._optimizer)
+        self.facts.begin(self._model)  # the clock and the energy meter
         self._sinks.started(self)
         return self
 
@@ -409,6 +416,7 @@ class ComputeAudit:
                 self._ledger.flush()
             return
         self._sync_all()  # the last interval, and what Join kept back (collective across ranks)
+        self.facts.finish(self)  # model, hardware, energy, tokens (collective across ranks)
         if self._world > 1:
             self.train_flops, self.eval_flops, self.recompute_flops, hardware = self._reduced
             self._hardware_extra = hardware - self.train_flops
@@ -421,6 +429,7 @@ class ComputeAudit:
         return self.start()
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self.facts.failed(exc_type, self.steps)  # the dossier says how the run ended
         self.stop(failed=exc_type is not None, error=exc)
 
     @property
@@ -579,6 +588,8 @@ class ComputeAudit:
         grad = torch.is_grad_enabled()
         key = self._call_key(module, args, kwargs, grad)
         phase = self._phase or ("train" if grad else "eval")
+        if grad and phase == "train":
+            self.facts.saw_inputs(args, kwargs)  # tokens seen, for the dossier
         cached = self._known_cost(key, grad)
         target = _compiled_target(module) or self._inner_compiled.get(module)
         side = None
@@ -751,8 +762,8 @@ class ComputeAudit:
             step.uncovered.update(call.own.uncovered)
             step.uncovered.update(call.tail.uncovered)
         self._window_grad, self._window_los = [], []
-        if step.records:
-            self._breakdown = {"by_op": step.by_op(), "by_module": step.by_module(depth=3)}
+        # of the latest training step (an evaluation window has no backward): record/step_breakdown.py
+        self._breakdown = training_breakdown(window) or self._breakdown
         if step.uncovered:
             self.uncovered.update(step.uncovered)
             self._warn_once("uncovered", "operators without a FLOP formula met: " + ", ".join(sorted(step.uncovered)))
@@ -1097,7 +1108,8 @@ class ComputeAudit:
                    "recompute_flops": sums.recompute, "steps": self.steps,
                    "flops_by_phase": estimate.phases, "hardware_flops": sums.hardware,
                    "series": [[r["step"], r["total"]] for r in state.records],
-                   "ledger": {"path": "ledger.jsonl", "head": state.head, "records": state.count}}
+                   "ledger": {"path": "ledger.jsonl", "head": state.head, "records": state.count},
+                   **self.facts.dossier_fields(state.records, self.steps, self._model)}
         from auditor.record.authorization import RUN_COPY, dossier_block, named_by
 
         # what the ledger's latest start or resume record names: the authorization the run holds now
@@ -1156,7 +1168,11 @@ class ComputeAudit:
         if self.on_exceed == "stop" or (budget and self.on_exceed is None):
             if self._ledger is not None:
                 self._ledger.flush()
-            raise ComputeBudgetExceeded(message)
+            self.facts.stopped_by(crossing, self.steps, self.total_flops, message)
+            stopped = ComputeBudgetExceeded(message)
+            if self._world == 1:  # the dossier now, saying so: a framework may never reach stop() after this
+                self.stop(error=stopped)  # the sinks hear 'stopped', not 'finished'
+            raise stopped
         self._warn_once(crossing, message)
 
     def _phase_figure(self, phase: str) -> int:

@@ -203,3 +203,76 @@ def test_checkpoint_saves_find_the_ledger_at_their_step(tmp_path):
     Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens(64, 1), callbacks=[cb, at_save]).train()
     assert at_save.seen == [(2, 2), (4, 4)]
     assert cb.audit.total_flops == 4 * 3 * forward_closed_form(SEQ, BATCH)
+
+
+def non_embedding_parameters():
+    """GPT-2's parameters less its token and position tables, by hand: per layer two layer norms
+    (2d each), qkv (3d^2 + 3d), the attention's output (d^2 + d) and the MLP (4d^2 + 4d, 4d^2 + d),
+    and the final layer norm."""
+    return LAYERS * (12 * D * D + 13 * D) + 2 * D
+
+
+def test_trainer_dossier_breakdown_is_a_training_step_and_names_the_trainers_total_flos(tmp_path):
+    from auditor.record import dossier
+    from auditor.report.breakdown import breakdown_rows
+    from auditor.report.views import dossier_text
+
+    cb = AuditCallback(run_dir=tmp_path / "run", stage="pretraining")
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=MAX_STEPS, per_device_train_batch_size=BATCH,
+                             gradient_accumulation_steps=ACCUMULATE, per_device_eval_batch_size=EVAL_BATCH,
+                             report_to=[], logging_steps=1, save_strategy="no", use_cpu=True,
+                             eval_strategy="steps", eval_steps=2, disable_tqdm=True, seed=0)
+    trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens(64, 1), eval_dataset=Tokens(EVAL_SAMPLES, 2),
+                      callbacks=[cb])
+    trainer.train()
+    tokens = MAX_STEPS * ACCUMULATE * BATCH * SEQ
+    theirs = 6 * tokens * non_embedding_parameters()        # the Trainer's floating_point_ops, summed
+    assert trainer.state.total_flos == theirs
+    ours = 3 * MAX_STEPS * ACCUMULATE * forward_closed_form(SEQ, BATCH)
+    logged = [h for h in trainer.state.log_history if "hf_total_flos" in h]
+    assert logged and logged[-1]["hf_total_flos"] == theirs and logged[-1]["compute_flops"] == ours
+    assert logged[-1]["compute_flops_over_hf_total_flos"] == ours / theirs
+
+    d = dossier.load(tmp_path / "run")
+    # The evaluations at steps 2 and 4 were counted after the first step's window: the breakdown is
+    # still that training step's counted call (its second micro-batch came from the cache), backward
+    # twice the forward.
+    ops = breakdown_rows(d, "by_op")
+    assert sum(r["forward"] for r in ops) == forward_closed_form(SEQ, BATCH)
+    assert sum(r["backward"] for r in ops) == 2 * forward_closed_form(SEQ, BATCH)
+    breakdown = d["estimates"][0]["breakdown"]
+    assert (breakdown["step"], breakdown["calls"]) == (1, 1)
+    t = d["tracked"]
+    assert t["reference"] == {"hf_total_flos": theirs}
+    assert t["tokens"]["count"] == tokens and t["context_length"] == {"longest_seen": SEQ, "model_window": SEQ}
+    embeddings = VOCAB * D + SEQ * D
+    assert t["model"]["parameters"] == t["model"]["trainable_parameters"] == non_embedding_parameters() + embeddings
+    assert t["model"]["class"] == "transformers.models.gpt2.modeling_gpt2.GPT2LMHeadModel"
+    assert t["stage"] == "pretraining" and t["ending"] == {"how": "finished", "step": MAX_STEPS}
+    assert f"the measured figure is {ours / theirs:.3f} x it" in dossier_text(d)
+
+
+def test_a_trainer_run_the_guard_stops_leaves_a_dossier_that_says_so(tmp_path):
+    """The guard's exception goes through Trainer.train(), which never calls on_train_end: the
+    audit writes the dossier before raising."""
+    from budgets import budget_rule
+
+    from auditor.record import dossier
+    from auditor.tracking import ComputeBudgetExceeded
+
+    per_micro_batch = 3 * forward_closed_form(SEQ, BATCH)
+    rule = budget_rule(tmp_path / "budget.yaml", "trainer-budget", 5 * per_micro_batch + per_micro_batch // 2)
+    cb = AuditCallback(run_dir=tmp_path / "run", rules=[rule], on_exceed="stop")
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=MAX_STEPS, per_device_train_batch_size=BATCH,
+                             gradient_accumulation_steps=ACCUMULATE, report_to=[], logging_steps=1, save_strategy="no",
+                             use_cpu=True, disable_tqdm=True, seed=0)
+    trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens(64, 1), callbacks=[cb])
+    with pytest.raises(ComputeBudgetExceeded, match="trainer-budget"):
+        trainer.train()
+    assert not cb.audit.running
+    d = dossier.load(tmp_path / "run")
+    ending = d["tracked"]["ending"]
+    # 5 micro-batches fit: steps 1 and 2 (two each) and the first of step 3; its second would cross
+    assert (ending["how"], ending["step"], ending["flops"]) == ("stopped", 2, 5 * per_micro_batch)
+    assert d["total_flops"] == 5 * per_micro_batch
+    assert d["tracked"]["reference"]["hf_total_flos"] == 6 * 4 * BATCH * SEQ * non_embedding_parameters()

@@ -15,7 +15,10 @@ Gradient accumulation is exact (each micro-batch's forward and backward is count
 one optimizer step); evaluation inside ``train()`` runs without grad and lands in
 ``eval_flops``. Each log gets ``compute_flops`` and ``compute_eval_flops``: the run's figures
 over every rank, the same as the ledger's (under DDP the callback sums the ranks when the
-Trainer logs, which every rank does: the Trainer gathers the loss there too).
+Trainer logs, which every rank does: the Trainer gathers the loss there too). Beside them,
+``hf_total_flos`` (the Trainer's own ``state.total_flos``: 6 x non-embedding parameters x input
+tokens, its estimate) and ``compute_flops_over_hf_total_flos`` (ours over it), which the run's
+dossier repeats (tracked.reference).
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from auditor.integrations import AuditOptions, log_values, warn_if_nothing_seen
 
 __all__ = ["AuditCallback"]
 
-LOG_KEYS = ("compute_flops", "compute_eval_flops", "compute_budget_used")
+LOG_KEYS = ("compute_flops", "compute_eval_flops", "compute_budget_used", "hf_total_flos",
+            "compute_flops_over_hf_total_flos")
 
 
 class AuditCallback(AuditOptions, TrainerCallback):
@@ -70,7 +74,7 @@ class AuditCallback(AuditOptions, TrainerCallback):
             return
         if self._running:
             self.audit.sync()  # every rank logs here: the ranks' counts are summed, the ledger written
-        values = log_values(self.audit)
+        values = {**log_values(self.audit), **self._reference(state)}
         # Trainer.log appends a copy of the logs to the history just before calling on_log.
         history = state.log_history[-1] if state.log_history else None
         if history is not None and history.get("step") == state.global_step and all(
@@ -84,7 +88,15 @@ class AuditCallback(AuditOptions, TrainerCallback):
         if self._running:
             self.audit.checkpoint()
 
+    def _reference(self, state) -> dict:
+        """The Trainer's own figure beside ours; the dossier gets it too (its last value before stop)."""
+        theirs = int(state.total_flos or 0)
+        self.audit.facts.reference = {"hf_total_flos": theirs}
+        ratio = self.audit.all_ranks_flops / theirs if theirs else None
+        return {"hf_total_flos": theirs, **({"compute_flops_over_hf_total_flos": ratio} if ratio else {})}
+
     def on_train_end(self, args, state, control, **kwargs):
         if self._running:
+            self._reference(state)
             warn_if_nothing_seen(self.audit, self._steps_at_start, "AuditCallback")
             self.audit.stop()

@@ -22,10 +22,13 @@ from typing import Any
 
 LOW, HIGH = Fraction(6, 10), Fraction(16, 10)
 METHOD = "accelerator rated power x count x hours (estimated from the hardware plan, not measured)"
+RUN_METHOD = ("accelerator rated power x count x the run's wall-clock hours (estimated from the accelerator table, "
+              "not measured: no energy counter was readable)")
 
 
-def energy_from_plan(accelerator: str, count: int, hours: Fraction) -> dict[str, Any] | None:
-    """The plan's energy, or None when the accelerator table has no power for the chip."""
+def energy_from_plan(accelerator: str, count: int, hours: Fraction, *, basis: str = "plan") -> dict[str, Any] | None:
+    """The plan's energy, or None when the accelerator table has no power for the chip. ``basis``
+    'run': the same arithmetic over a tracked run's own hours and devices, said so."""
     from auditor.methods.hardware import get_accelerator
 
     acc = get_accelerator(accelerator)
@@ -33,7 +36,7 @@ def energy_from_plan(accelerator: str, count: int, hours: Fraction) -> dict[str,
         return None
     wh = Fraction(count) * Fraction(hours) * acc.power_w
     return {
-        "method": METHOD,
+        "method": METHOD if basis == "plan" else RUN_METHOD,
         "wh": round(wh), "low_wh": math.floor(wh * LOW), "high_wh": math.ceil(wh * HIGH),
         "accelerator": acc.id, "power_w": acc.power_w, "count": int(count),
         "hours": float(hours) if Fraction(hours).denominator != 1 else int(hours),
@@ -43,7 +46,9 @@ def energy_from_plan(accelerator: str, count: int, hours: Fraction) -> dict[str,
             "low end: 60 % of rated power on average (training spends time below it: data loading, collectives, "
             "checkpoints); accelerators only",
             "high end: 1.6 x: host servers and network (about a third more) and a data-centre overhead (PUE 1.2)",
-            "an estimate from the plan: measured energy (NVML, codecarbon) is the better figure where a run has it",
+            "an estimate from the plan: measured energy (NVML, codecarbon) is the better figure where a run has it"
+            if basis == "plan" else "an estimate from the devices the run ran on and its wall-clock time, for want of "
+            "a readable energy counter (NVML) or codecarbon",
         ],
     }
 

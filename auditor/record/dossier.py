@@ -71,8 +71,11 @@ def build(preflight: dict[str, Any] | None = None, *, run: str, config_path: str
                                                          "central_method", "skipped_methods") if k in preflight}
         data["planned"] = {k: preflight[k] for k in ("total_flops", "low", "high", "estimates")}
     if tracked:
+        from auditor.record.run_facts import DOSSIER_KEYS
+
         data["tracked"] = {k: tracked[k] for k in ("eval_flops", "recompute_flops", "steps", "series", "ledger",
-                                                   "flops_by_phase", "hardware_flops", "authorization") if k in tracked}
+                                                   "flops_by_phase", "hardware_flops", "authorization",
+                                                   *DOSSIER_KEYS) if k in tracked}
     return seal(data, signer)
 
 

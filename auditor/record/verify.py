@@ -27,6 +27,7 @@ from auditor.record.ledger import (
     check_ledger,
     check_record,
 )
+from auditor.record.run_facts import check_against_ledger
 from auditor.record.signing import open_envelope
 from auditor.record.verify_scan import Findings, LedgerScan
 from auditor.record.verify_signatures import (
@@ -183,6 +184,7 @@ def _check_meaning(found: Findings, path: Path, data: dict, ledger_file: Path | 
     if points is not None and points != expected:
         at = next((i for i, (a, b) in enumerate(zip(points, expected)) if a != b), min(len(points), len(expected)))
         wrong.append(f"tracked.series differs from {where}'s records at point {at}")
+    wrong += check_against_ledger(tracked, figures)  # started, ended, resumes (record/run_facts.py)
     for problem in wrong:
         found.bad(f"{path}: {problem}")
     if wrong:

@@ -8,6 +8,7 @@ from typing import Any
 
 from auditor.record.authorization import named_by
 from auditor.record.ledger import Sums, canonical
+from auditor.record.run_facts import resume_entry
 
 
 @dataclass
@@ -47,13 +48,14 @@ class LedgerScan:
     authorization: dict | None = None     # what the latest start/resume record says of the run's authorization
     resumes: list[dict] = field(default_factory=list)
     last: dict | None = None
+    first: dict | None = None
     _digest: Any = field(default_factory=hashlib.sha256)
 
     def visit(self, rec: dict) -> None:
         index = len(self.series)
         if rec["kind"] == "resume":      # a cut: the figures just before it, and what it set aside
             self.resumes.append({"index": index, "cut": self.last, "sums": self.sums.copy(),
-                                 "file": (rec.get("meta") or {}).get("rolled_back_file")})
+                                 "file": (rec.get("meta") or {}).get("rolled_back_file"), "entry": resume_entry(rec)})
         signer = (rec.get("meta") or {}).get("signer") if rec["kind"] in ("start", "resume") else None
         if isinstance(signer, str):
             self.signers.add(signer)
@@ -64,7 +66,8 @@ class LedgerScan:
         self._digest.update(canonical(rec) + b"\n")
         if rec["hash"] == self.want_head:
             self.at_head = {"count": index + 1, "step": rec["step"], "total": rec["total"],
-                            "sums": self.sums.copy()}
+                            "sums": self.sums.copy(), "time": rec["time"], "first": self.first or rec,
+                            "resumes": [r["entry"] for r in self.resumes]}
         if self.want_signed == (rec["seq"], rec["hash"]):
             self.signed_found, self.signed_digest = True, self._digest.hexdigest()
-        self.last = rec
+        self.last, self.first = rec, self.first or rec

@@ -51,3 +51,10 @@ def breakdown_rows(d: dict[str, Any], key: str, limit: int = 25) -> list[dict[st
         folded = sorted(((n, f, b, 1) for n, f, b in rows), key=lambda r: -(r[1] + r[2]))
     return [{"name": name or "(root)", "forward": fwd, "backward": bwd, "count": n,
              "share": f"{100 * n * (fwd + bwd) / whole:.1f}%"} for name, fwd, bwd, n in folded[:limit]]
+
+
+def breakdown_label(d: dict[str, Any]) -> str | None:
+    """What the breakdown is of, as the tracker labelled it (a training step); None for a plan's."""
+    counted = next((e for e in d.get("estimates", []) if e.get("breakdown", {}).get("by_op")), None)
+    of = (counted or {}).get("breakdown", {}).get("of")
+    return of if isinstance(of, str) else None

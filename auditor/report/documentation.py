@@ -10,11 +10,10 @@ the figures are the dossier's, nothing recomputed.
 """
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from auditor.report.run_view import energy_figure, energy_method, energy_words, phase_words, tracked_of, wall_hours
 from auditor.text import two_significant
-from auditor.methods.energy import mwh
 
 METHOD_WORDS = {
     "counted": ("counting every operation of a training step of the model as configured (its architecture built "
@@ -33,17 +32,6 @@ def _method(d: dict[str, Any]) -> str:
     return d.get("central_method") or (d.get("preflight") or {}).get("central_method") or "analytic"
 
 
-def _wall_hours(d: dict[str, Any]) -> float | None:
-    """A tracked run's wall-clock hours from its ledger's first and last records (the series holds
-    steps; times live in the ledger, so the dossier carries them as tracked.started/ended)."""
-    tracked = d.get("tracked") or {}
-    try:
-        start, end = datetime.fromisoformat(tracked["started"]), datetime.fromisoformat(tracked["ended"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return (end - start).total_seconds() / 3600
-
-
 def notification_summary(d: dict[str, Any]) -> str:
     """The compute statement for the EU notification (Art. 52(1); Guidelines §2.3.2)."""
     method = _method(d)
@@ -60,18 +48,20 @@ def notification_summary(d: dict[str, Any]) -> str:
 def documentation_form(d: dict[str, Any]) -> list[tuple[str, str]]:
     """(entry, value) rows for the Model Documentation Form's compute and energy section."""
     method = _method(d)
-    energy = d.get("energy") or (d.get("preflight") or {}).get("energy")
+    # a tracked run's own energy (measured, or its devices' rated power) before its plan's
+    said = (tracked_of(d).get("energy"), d.get("energy"), (d.get("preflight") or {}).get("energy"))
+    energy = next((e for e in said if e and "wh" in e), None) or said[0]
     hardware = next((e for e in d.get("estimates", []) if e.get("method") == "hardware"), None)
-    hours = _wall_hours(d)
+    hours = wall_hours(tracked_of(d))
     rows = [("Training compute", f"{two_significant(d['total_flops'])} FLOP"),
             ("Compute measurement method", METHOD_WORDS[method]),
             ("Training time", f"{hours:,.1f} h wall-clock, from the ledger" if hours is not None else
              f"{hardware['details']['hours']:,} h planned on {hardware['details']['count']:,} x "
              f"{hardware['details']['name']}" if hardware else "not known from this record")]
-    if energy:
-        rows += [("Energy consumption", f"{mwh(energy['wh'])} (range {mwh(energy['low_wh'])} to "
-                                        f"{mwh(energy['high_wh'])})"),
-                 ("Energy method", energy["method"])]
+    if phase_words(d):
+        rows.insert(2, ("Compute by phase", phase_words(d)))
+    if energy and "wh" in energy:
+        rows += [("Energy consumption", energy_figure(energy)), ("Energy method", energy_method(energy))]
     else:
-        rows.append(("Energy consumption", "not estimated: no hardware plan with a rated power, and no measurement"))
+        rows.append(("Energy consumption", energy_words(energy)))  # why there is none
     return rows

@@ -65,8 +65,16 @@ def headline(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def dossier_summary(d: dict[str, Any]) -> dict[str, Any]:
-    """The headline of a dossier (see headline)."""
-    return headline(d.get("verdicts", []))
+    """The headline of a dossier (see headline); a tracked run that was stopped, or ended by an
+    error, says so first (the verdicts judge the figures it reached)."""
+    from auditor.report.run_view import ending_words
+
+    summary = headline(d.get("verdicts", []))
+    ended = ending_words(d)
+    if ended:
+        summary["text"] = f"{ended} {summary['text']}"
+    summary["ended"] = ended
+    return summary
 
 
 def ordered_verdicts(verdicts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

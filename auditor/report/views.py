@@ -6,7 +6,7 @@ import functools
 import re
 from typing import Any
 
-from auditor.report.breakdown import breakdown_rows
+from auditor.report.breakdown import breakdown_label, breakdown_rows
 from auditor.report.formatting import table
 from auditor.text import sci
 from auditor.report.headline import (
@@ -113,9 +113,11 @@ def dossier_context(d: dict[str, Any]) -> dict[str, Any]:
     from auditor.report.charts import ranges_svg, series_svg
     from auditor.report.documentation import documentation_form, notification_summary
 
+    from auditor.report.run_view import run_rows
+
     main_rules, other_rules = ordered_verdicts(d.get("verdicts", []))
     return {"d": d, "summary": dossier_summary(d), "eu_summary": notification_summary(d),
-            "mdf_rows": documentation_form(d),
+            "mdf_rows": documentation_form(d), "run_rows": run_rows(d), "breakdown_of": breakdown_label(d),
             "notification": d.get("notification") or (d.get("preflight") or {}).get("notification"),
             "main_rules": main_rules, "other_rules": other_rules,
             "ranges_chart": ranges_svg(d.get("estimates", []) + [{**e, "method": f"planned {e['method']}"}
@@ -138,7 +140,7 @@ def dossier_markdown(d: dict[str, Any]) -> str:
     env.globals.update(sci=sci, margin=margin, authorization_line=authorization_line)
     context = dossier_context(d)
     return env.get_template("dossier.md.j2").render(**{k: context[k] for k in (
-        "d", "summary", "notification", "main_rules", "other_rules", "eu_summary", "mdf_rows")})
+        "d", "summary", "notification", "main_rules", "other_rules", "eu_summary", "mdf_rows", "run_rows")})
 
 
 def authorization_line(auth: dict[str, Any]) -> str:
@@ -159,6 +161,9 @@ def dossier_text(d: dict[str, Any]) -> str:
     auth = (d.get("tracked") or {}).get("authorization")
     if auth:
         lines.insert(-1, authorization_line(auth))
+    from auditor.report.run_view import run_rows
+
+    lines[-1:-1] = [f"{entry.lower()}: {value}" for entry, value in run_rows(d)]
     main_rules, other_rules = ordered_verdicts(d.get("verdicts", []))
     lines.append(verdict_table(main_rules + other_rules, deadlines=False))
     lines.append(f"seal {d['seal']['digest']}")
