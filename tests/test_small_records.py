@@ -282,6 +282,22 @@ def test_a_dossier_with_every_record_in_its_series_still_verifies(long_run, tmp_
     assert invoke("verify", run_dir).exit_code == 0
 
 
+def test_a_downsampled_dossier_whose_records_a_resume_rolled_back_is_stale_not_tampered(long_run, tmp_path):
+    """Verify rebuilds the series from the rolled-back part (and the cuts in it) to check an older dossier."""
+    run_dir = copy_of(long_run, tmp_path)
+    led, total = Ledger.resume(run_dir, 1200)
+    assert total == 1200 * 64
+    led.append(1210, 640, ranks=1)
+    led.close()
+    result = invoke("verify", run_dir)
+    assert result.exit_code == 0, result.output
+    assert "stale: the run was resumed from an earlier checkpoint after this dossier" in result.output
+    reseal(run_dir, lambda d: d["tracked"]["series"][-2].__setitem__(1, 0))     # and a point changed in it
+    result = invoke("verify", run_dir)
+    assert result.exit_code == 1 and "tracked.series differs from the rolled-back records in ledger.rolledback.1" \
+        in result.output
+
+
 def test_the_html_draws_the_downsampled_series(long_run, tmp_path):
     result = invoke("report", long_run, "--format", "html", "-o", tmp_path / "d.html")
     assert result.exit_code == 1, result.output      # 1: the run crossed its (blocking) line, as it meant to
