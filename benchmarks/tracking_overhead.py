@@ -51,12 +51,15 @@ def block(model, opt, x, steps: int) -> float:
 
 
 _RUN_DIRS = itertools.count()
+_BASE: list[tempfile.TemporaryDirectory] = []   # one folder for every block's run, removed at exit
 
 
 def fresh(tracker: ComputeAudit, ledger: bool) -> ComputeAudit:
     """The tracker, about to start: with ``ledger``, pointed at a new run folder (a ledger per block)."""
     if ledger:
-        tracker.run_dir = Path(tempfile.mkdtemp(prefix="overhead-")) / f"run{next(_RUN_DIRS)}"
+        if not _BASE:
+            _BASE.append(tempfile.TemporaryDirectory(prefix="overhead-"))
+        tracker.run_dir = Path(_BASE[0].name) / f"run{next(_RUN_DIRS)}"
     return tracker
 
 
