@@ -42,6 +42,7 @@ from auditor.counting.moe import dense_expert_modules
 from auditor.counting.optimizer import elementwise_step
 from auditor.counting.result import StepCount
 from auditor.estimate import Estimate
+from auditor.record.flush_policy import FlushPolicy, at_checkpoint
 from auditor.record.run_facts import RunFacts
 from auditor.record.step_breakdown import training_breakdown
 from auditor.ranks import (
@@ -236,7 +237,7 @@ class ComputeAudit:
     def __init__(self, run_dir: str | Path | None = None, model: torch.nn.Module | None = None,
                  optimizer: Any = None, *, rules: list[str] | None = None,
                  on_exceed: str | None = None, resume_step: int | None = None, flush_every_steps: int = 100,
-                 flush_every_seconds: float | None = 30.0, progress_every: int | None = None,
+                 flush_every_seconds: float | None = 300.0, progress_every: int | None = None,
                  name: str | None = None, preflight: dict | None = None, signing_key: str | Path | None = None,
                  registry=None, config: str | Path | None = None, authorization: str | Path | None = None,
                  trusted_keys=(), require_authorization: bool = False, stage: str | None = None,
@@ -273,6 +274,7 @@ class ComputeAudit:
         self.counted_signatures = 0          # call keys counted at dispatch level
         self._handles: list = []
         self._ledger = None
+        self._flush = FlushPolicy(flush_every_steps, flush_every_seconds)  # when records are made (one process)
         self._last_step_flops = 0
         self._step_cost = 0
         self._interval_flops = 0
@@ -351,9 +353,8 @@ class ComputeAudit:
             if rank() == 0:  # rank 0 writes the ledger; the others send their counts to it
                 # a bad key, or one kept in the run folder, fails before the ledger opens
                 self._signer = signing_key_from(self._signing_key, not_in=self.run_dir)
-                cadence = {"flush_every_steps": self.flush_every_steps,
-                           "flush_every_seconds": self.flush_every_seconds, "signer": self._signer,
-                           "on_flush": self._registry, "meta": self._authorization_meta()}
+                # no cadence: each record is written as made; the flush policy decides when (record/flush_policy.py)
+                cadence = {"signer": self._signer, "on_flush": self._registry, "meta": self._authorization_meta()}
                 if self.resume_step is not None:
                     # Always through resume: a missing ledger with resume_step > 0 is an error, not a
                     # silent fresh start that would drop the compute before the checkpoint.
@@ -370,6 +371,8 @@ class ComputeAudit:
             carried = [self._base_phases, self.base_hardware]
             dist.broadcast_object_list(carried, src=0)
             self._base_phases, self.base_hardware = carried
+        self._flush = FlushPolicy(self.flush_every_steps, self.flush_every_seconds,
+                                  [(t, c) for _, t, c, _ in self._limits], step=self.steps, total=self.total_flops)
         if self._model is not None:
             self.watch(self._model, self._optimizer)
         self.facts.begin(self._model)  # the clock and the energy meter
@@ -444,6 +447,8 @@ class ComputeAudit:
         self._close_window()
         self._write_interval()
         if self._ledger is not None:
+            if self._world == 1:
+                at_checkpoint(self._ledger, self.steps)
             self._ledger.flush()
 
     def sync(self) -> None:
@@ -953,7 +958,7 @@ class ComputeAudit:
         self.steps += 1
         self._step_cost, self._last_step_flops = self._last_step_flops, 0
         if self._world == 1:
-            if self._ledger is not None or self._sinks:
+            if (self._ledger is not None or self._sinks) and self._flush.due(self.steps, self.total_flops):
                 self._write_interval()
         elif self.steps % self.flush_every_steps == 0:
             self._write_interval()
@@ -980,6 +985,7 @@ class ComputeAudit:
         stop at the same step. Under Join, ranks may be joined and run none of this: the counts
         are kept back until every rank has joined."""
         interval = self._take_interval()
+        self._flush.written(self.steps, self.total_flops)
         if self._world > 1 and self._under_join():
             if interval:
                 self._deferred.append(interval)
@@ -1088,6 +1094,7 @@ class ComputeAudit:
         """RUN_DIR/dossier.json: the sealed summary, with the ledger's head and its cumulative series."""
         from auditor.record import dossier
         from auditor.record.ledger import Sums, read_ledger
+        from auditor.record.series import of_records
         from auditor.rules.selection import load_rules
         from auditor.rules.verdicts import evaluate
 
@@ -1107,7 +1114,7 @@ class ComputeAudit:
                    "as_of": verdicts[0].as_of if verdicts else None, "eval_flops": sums.eval,
                    "recompute_flops": sums.recompute, "steps": self.steps,
                    "flops_by_phase": estimate.phases, "hardware_flops": sums.hardware,
-                   "series": [[r["step"], r["total"]] for r in state.records],
+                   "series": of_records(state.records, [v.to_dict() for v in verdicts]),
                    "ledger": {"path": "ledger.jsonl", "head": state.head, "records": state.count},
                    **self.facts.dossier_fields(state.records, self.steps, self._model)}
         from auditor.record.authorization import RUN_COPY, dossier_block, named_by
@@ -1166,6 +1173,8 @@ class ComputeAudit:
         authorized budget stops unless on_exceed='warn'."""
         budget = self._budget is not None and self._budget[0] in crossing
         if self.on_exceed == "stop" or (budget and self.on_exceed is None):
+            if self._world == 1:
+                self._write_interval()  # the steps since the last record (the flush policy), then the stop
             if self._ledger is not None:
                 self._ledger.flush()
             self.facts.stopped_by(crossing, self.steps, self.total_flops, message)

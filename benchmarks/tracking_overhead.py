@@ -8,16 +8,23 @@ to the first untracked block.
 
     python benchmarks/tracking_overhead.py [--width 1024 64] [--rounds 30] [--steps 20]
     python benchmarks/tracking_overhead.py --fixed-cost [--rounds 30]
+    python benchmarks/tracking_overhead.py --ledger ...      # the same, each tracked block writing a ledger
 
 ``--fixed-cost``: the tracker's fixed cost a step in microseconds, on a model so small (8-8-8
 MLP, one thread) that the hooks are most of the step: the least of interleaved untracked and
 tracked blocks of 400 steps, which a busy machine disturbs least.
+
+``--ledger``: each tracked block writes a ledger (a fresh RUN_DIR each, the tracker's defaults: a
+record every 100 steps or 300 s, fsynced), so that the figure includes the records and their writes.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -43,11 +50,24 @@ def block(model, opt, x, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(width: int, batch: int, rounds: int, steps: int) -> dict[str, float]:
+_RUN_DIRS = itertools.count()
+_BASE: list[tempfile.TemporaryDirectory] = []   # one folder for every block's run, removed at exit
+
+
+def fresh(tracker: ComputeAudit, ledger: bool) -> ComputeAudit:
+    """The tracker, about to start: with ``ledger``, pointed at a new run folder (a ledger per block)."""
+    if ledger:
+        if not _BASE:
+            _BASE.append(tempfile.TemporaryDirectory(prefix="overhead-"))
+        tracker.run_dir = Path(_BASE[0].name) / f"run{next(_RUN_DIRS)}"
+    return tracker
+
+
+def measure(width: int, batch: int, rounds: int, steps: int, ledger: bool = False) -> dict[str, float]:
     model, opt = make(width)
     x = torch.randn(batch, width)
     tracker = ComputeAudit()
-    tracker.start()
+    fresh(tracker, ledger).start()
     tracker.watch(model, opt)
     block(model, opt, x, 3)  # counts the one signature: the cache is warm from here on
     tracker.stop()
@@ -55,7 +75,7 @@ def measure(width: int, batch: int, rounds: int, steps: int) -> dict[str, float]
     ratios: dict[str, list[float]] = {"tracked": [], "A/A": [], "FlopCounterMode every step": []}
     for _ in range(rounds):
         base = block(model, opt, x, steps)
-        tracker.start()
+        fresh(tracker, ledger).start()
         tracker.watch(model, opt)
         tracked = block(model, opt, x, steps)
         tracker.stop()
@@ -70,7 +90,7 @@ def measure(width: int, batch: int, rounds: int, steps: int) -> dict[str, float]
             "tracked_total_ok": tracker.total_flops > 0}
 
 
-def fixed_cost(rounds: int, steps: int = 400) -> tuple[float, float]:
+def fixed_cost(rounds: int, steps: int = 400, ledger: bool = False) -> tuple[float, float]:
     """(untracked, tracked) microseconds a step, each the least over ``rounds`` blocks."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -78,14 +98,14 @@ def fixed_cost(rounds: int, steps: int = 400) -> tuple[float, float]:
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     x = torch.randn(4, 8)
     tracker = ComputeAudit(model=model, optimizer=opt)
-    tracker.start()
+    fresh(tracker, ledger).start()
     block(model, opt, x, 20)  # the cache is warm from here on
     tracker.stop()
     block(model, opt, x, steps)
     untracked, tracked = [], []
     for _ in range(rounds):
         untracked.append(block(model, opt, x, steps) / steps * 1e6)
-        tracker.start()
+        fresh(tracker, ledger).start()
         tracked.append(block(model, opt, x, steps) / steps * 1e6)
         tracker.stop()
     return min(untracked), min(tracked)
@@ -98,17 +118,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--fixed-cost", action="store_true", help="the tracker's fixed cost a step, in us")
+    ap.add_argument("--ledger", action="store_true", help="each tracked block writes a ledger (a fresh RUN_DIR)")
     args = ap.parse_args()
     if args.fixed_cost:
-        untracked, tracked = fixed_cost(args.rounds)
+        untracked, tracked = fixed_cost(args.rounds, ledger=args.ledger)
         print(f"8-8-8 MLP, batch 4, SGD, 1 thread; least of {args.rounds} blocks of 400 steps: untracked "
-              f"{untracked:.1f} us/step, tracked {tracked:.1f} us/step: the tracker costs "
-              f"{tracked - untracked:.1f} us a step")
+              f"{untracked:.1f} us/step, tracked{' with a ledger' if args.ledger else ''} {tracked:.1f} us/step: "
+              f"the tracker costs {tracked - untracked:.1f} us a step")
         return
     print(f"4-layer MLP, batch {args.batch}, SGD; {torch.get_num_threads()} threads; median of {args.rounds} "
-          f"rounds of {args.steps} steps; ratio to untracked step time")
+          f"rounds of {args.steps} steps; ratio to untracked step time"
+          + ("; each tracked block writes a ledger" if args.ledger else ""))
     for width in args.width:
-        r = measure(width, args.batch, args.rounds, args.steps)
+        r = measure(width, args.batch, args.rounds, args.steps, args.ledger)
         print(f"width {width:5}: untracked {r['step_ms']:.2f} ms/step | tracked {100 * (r['tracked'] - 1):+.2f} % | "
               f"A/A {100 * (r['A/A'] - 1):+.2f} % | FlopCounterMode every step "
               f"{100 * (r['FlopCounterMode every step'] - 1):+.1f} %")

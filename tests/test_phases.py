@@ -154,7 +154,8 @@ def test_the_ledger_and_dossier_break_the_total_down_by_phase_and_verify_checks_
     from auditor.record.ledger import read_ledger
 
     model, opt = mlp()
-    with ComputeAudit(tmp_path / "run", model, opt, rules=["eu-ai-act", "us-ca-sb53"]) as run:
+    # a record a step (flush_every_steps=1), so that each step's phases can be read apart
+    with ComputeAudit(tmp_path / "run", model, opt, rules=["eu-ai-act", "us-ca-sb53"], flush_every_steps=1) as run:
         tagged_loop(run, model, opt)
     records = read_ledger(tmp_path / "run").records
     intervals = [r for r in records if r["kind"] == "interval"]
@@ -200,7 +201,7 @@ def test_the_ledger_refuses_bad_phases(tmp_path):
 
 def test_a_resumed_run_keeps_the_phases_before_its_checkpoint(tmp_path):
     model, opt = mlp()
-    with ComputeAudit(tmp_path, model, opt) as run:
+    with ComputeAudit(tmp_path, model, opt, flush_every_steps=1) as run:   # a record a step: resumable at step 1
         tagged_loop(run, model, opt, steps=2)
     with ComputeAudit(tmp_path, model, opt, resume_step=1) as run:
         tagged_loop(run, model, opt, steps=1)

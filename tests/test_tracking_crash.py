@@ -17,7 +17,7 @@ import json, os, sys, time
 import torch
 from auditor import ComputeAudit
 
-run_dir, steps, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+run_dir, steps, every, flush = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 ckpt = os.path.join(run_dir, "ckpt.json")
 if os.path.exists(ckpt):
     start = json.load(open(ckpt))["step"]
@@ -28,7 +28,7 @@ else:
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
 opt = torch.optim.SGD(model.parameters(), lr=0.01)
-with ComputeAudit(run_dir, model, opt, resume_step=start, flush_every_steps=1, flush_every_seconds=None) as run:
+with ComputeAudit(run_dir, model, opt, resume_step=start, flush_every_steps=flush, flush_every_seconds=None) as run:
     for step in range(start or 0, steps):
         model(torch.randn(4 + step % 3, 16)).pow(2).mean().backward()
         opt.step()
@@ -49,19 +49,20 @@ def per_step(step: int) -> int:
     return batch * (3 * forward - 2 * 16 * 32)  # the first layer's input needs no gradient
 
 
-def child(run_dir):
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(run_dir), str(STEPS), str(EVERY)],
+def child(run_dir, flush):
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(run_dir), str(STEPS), str(EVERY), str(flush)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
-def test_killed_twenty_times_then_resumed_total_is_exact(tmp_path):
+@pytest.mark.parametrize("flush", [1, 7])   # a record a step; records at checkpoints only (kills between them)
+def test_killed_twenty_times_then_resumed_total_is_exact(tmp_path, flush):
     rng = random.Random(20261125)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     kills = 0
     while kills < 20:
-        proc = child(run_dir)
+        proc = child(run_dir, flush)
         time.sleep(rng.uniform(0.3, 2.6))  # during start-up (about 1.5 s), or anywhere in the loop
         if proc.poll() is not None:
             break  # finished before the kill: the run is complete
@@ -73,7 +74,7 @@ def test_killed_twenty_times_then_resumed_total_is_exact(tmp_path):
             assert result.bad is None, result.summary()  # a torn tail may be there; nothing else
             if result.closed:
                 break  # killed while exiting, after the run had closed its ledger
-    proc = child(run_dir)
+    proc = child(run_dir, flush)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
     expected = sum(per_step(s) for s in range(STEPS))

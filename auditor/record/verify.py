@@ -28,6 +28,7 @@ from auditor.record.ledger import (
     check_record,
 )
 from auditor.record.run_facts import check_against_ledger
+from auditor.record.series import mismatch
 from auditor.record.signing import open_envelope
 from auditor.record.verify_scan import Findings, LedgerScan
 from auditor.record.verify_signatures import (
@@ -148,8 +149,10 @@ def _check_meaning(found: Findings, path: Path, data: dict, ledger_file: Path | 
     if not ledger_ok:
         return                           # the chain is already reported as broken
     figures, series, rolled_into = scan.at_head, scan.series, None
+    cuts = scan.cuts
     if figures is None:                   # sealed before a resume rolled its records back?
         figures, series, rolled_into = _in_rolled_back(ledger_file, scan, head)
+        cuts = (figures or {}).get("cuts", [])
         if figures is None:
             found.bad(f"{path}: the dossier seals ledger head {head[:16]}..., which is neither in the ledger nor in "
                       f"a part of it rolled back by a resume: they do not match")
@@ -179,11 +182,8 @@ def _check_meaning(found: Findings, path: Path, data: dict, ledger_file: Path | 
             wrong.append(f"tracked.flops_by_phase differs from {where} at the head the dossier seals, for "
                          + ", ".join(f"{printable(n)} ({printable(said.get(n) if isinstance(said, dict) else said)} "
                                      f"vs {actual.get(n, 0):,})" for n in differs[:5]))
-    points = tracked.get("series")
-    expected = [list(p) for p in series[:count]]
-    if points is not None and points != expected:
-        at = next((i for i, (a, b) in enumerate(zip(points, expected)) if a != b), min(len(points), len(expected)))
-        wrong.append(f"tracked.series differs from {where}'s records at point {at}")
+    if (problem := mismatch(tracked.get("series"), series[:count], cuts, data.get("verdicts"))) is not None:
+        wrong.append(f"tracked.series differs from {where}'s records {problem}")
     wrong += check_against_ledger(tracked, figures)  # started, ended, resumes (record/run_facts.py)
     for problem in wrong:
         found.bad(f"{path}: {problem}")
@@ -213,7 +213,7 @@ def _in_rolled_back(ledger_file: Path, scan: LedgerScan, head: str):
         except (OSError, FileRefused):
             continue
         last, series = resume["cut"], [list(p) for p in scan.series[:resume["index"]]]
-        sums = resume["sums"].copy()
+        sums, cuts = resume["sums"].copy(), [c for c in scan.cuts if c < resume["index"]]
         for line in raw.splitlines(keepends=True):
             try:
                 rec = json.loads(line)
@@ -223,10 +223,12 @@ def _in_rolled_back(ledger_file: Path, scan: LedgerScan, head: str):
                 break
             last = rec
             sums.add(rec)
+            if rec["kind"] == "resume":
+                cuts.append(len(series))
             series.append([rec["step"], rec["total"]])
             if rec["hash"] == head:
-                return ({"count": len(series), "step": rec["step"], "total": rec["total"], "sums": sums.copy()},
-                        series, Path(name).name)
+                return ({"count": len(series), "step": rec["step"], "total": rec["total"], "sums": sums.copy(),
+                         "cuts": cuts}, series, Path(name).name)
     return None, None, None
 
 

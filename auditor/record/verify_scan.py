@@ -40,6 +40,7 @@ class LedgerScan:
     want_head: str | None = None          # the dossier's sealed head
     want_signed: tuple[int, str] | None = None   # (seq, hash) the signature file names
     series: list[tuple[int, int]] = field(default_factory=list)
+    cuts: list[int] = field(default_factory=list)  # indices in ``series`` of the resume records
     sums: Sums = field(default_factory=Sums)  # evaluation, recomputation, hardware work, phases: running sums
     at_head: dict | None = None           # count, step, total and sums at the sealed head
     signed_digest: str | None = None      # SHA-256 of the ledger's bytes through the signed record
@@ -56,6 +57,7 @@ class LedgerScan:
         if rec["kind"] == "resume":      # a cut: the figures just before it, and what it set aside
             self.resumes.append({"index": index, "cut": self.last, "sums": self.sums.copy(),
                                  "file": (rec.get("meta") or {}).get("rolled_back_file"), "entry": resume_entry(rec)})
+            self.cuts.append(index)
         signer = (rec.get("meta") or {}).get("signer") if rec["kind"] in ("start", "resume") else None
         if isinstance(signer, str):
             self.signers.add(signer)
