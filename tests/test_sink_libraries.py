@@ -72,7 +72,7 @@ def test_mlflow_sink_on_a_tracked_run_and_on_a_run_of_the_users(mlflow_store):
 
     model, opt = mlp()
     with mlflow.start_run() as users:                         # the active run: logged there, left open
-        with ComputeAudit(model=model, optimizer=opt, sinks=[MLflowSink(prefix="audit.")]):
+        with ComputeAudit(model=model, optimizer=opt, flush_every_steps=1, sinks=[MLflowSink(prefix="audit.")]):
             train(model, opt, 3, eval_after=2)
         assert mlflow_store.get_run(users.info.run_id).info.status == "RUNNING"
     assert history(mlflow_store, users.info.run_id, "audit.total_flops") == [(1, STEP), (2, 2 * STEP), (3, 3 * STEP)]
@@ -81,7 +81,7 @@ def test_mlflow_sink_on_a_tracked_run_and_on_a_run_of_the_users(mlflow_store):
     assert (tags["audit.ending"], tags["audit.total_flops_exact"], tags["audit.steps"]) == ("finished", str(3 * STEP), "3")
     given = mlflow_store.create_run("0").info.run_id          # a run named by id
     model, opt = mlp()
-    with ComputeAudit(model=model, optimizer=opt, sinks=[MLflowSink(given)]):
+    with ComputeAudit(model=model, optimizer=opt, flush_every_steps=1, sinks=[MLflowSink(given)]):
         train(model, opt, 2)
     assert history(mlflow_store, given, "compute_total_flops") == [(1, STEP), (2, 2 * STEP)]
     assert mlflow_store.get_run(given).info.status == "RUNNING"   # not this sink's to end
@@ -162,7 +162,8 @@ def test_wandb_sink_on_a_tracked_run(wandb_offline, tmp_path):
     from auditor.integrations.wandb_sink import WandbSink
 
     model, opt = mlp()
-    with ComputeAudit(tmp_path / "run", model, opt, sinks=[WandbSink(project="compute", dir=str(tmp_path))]) as run:
+    sink = WandbSink(project="compute", dir=str(tmp_path))
+    with ComputeAudit(tmp_path / "run", model, opt, flush_every_steps=1, sinks=[sink]) as run:
         train(model, opt, 3, eval_after=2)
     records = wandb_records(tmp_path)
     assert [(h["compute_step"], h["compute_total_flops"], h["compute_interval_flops"], h["compute_eval_flops"])

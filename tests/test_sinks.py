@@ -60,7 +60,7 @@ def test_a_tracked_run_hands_its_sinks_the_start_each_interval_and_the_end(tmp_p
     model, opt = mlp()
     sink = Recorder()
     run_dir = tmp_path / "run" if with_ledger else None
-    with ComputeAudit(run_dir, model, opt, sinks=[sink]) as run:
+    with ComputeAudit(run_dir, model, opt, flush_every_steps=1, sinks=[sink]) as run:
         train(model, opt, 3, eval_after=2)
     assert isinstance(sink, Sink)
     started, *intervals, ended = sink.events
@@ -83,7 +83,8 @@ def test_the_guard_stopping_a_run_and_a_crash_end_the_sinks_so(tmp_path):
     model, opt = mlp()
     stopped = Recorder()
     with pytest.raises(ComputeBudgetExceeded, match="tiny-budget"):
-        with ComputeAudit(tmp_path / "stopped", model, opt, rules=[budget], on_exceed="stop", sinks=[stopped]):
+        with ComputeAudit(tmp_path / "stopped", model, opt, rules=[budget], on_exceed="stop", flush_every_steps=1,
+                          sinks=[stopped]):
             train(model, opt, 10)
     ended = stopped.events[-1]
     assert (ended.ending, ended.step, ended.total_flops) == ("stopped", 2, 2 * STEP)
@@ -92,13 +93,13 @@ def test_the_guard_stopping_a_run_and_a_crash_end_the_sinks_so(tmp_path):
 
     crashed = Recorder()
     with pytest.raises(RuntimeError, match="out of data"):
-        with ComputeAudit(model=model, optimizer=opt, sinks=[crashed]):
+        with ComputeAudit(model=model, optimizer=opt, flush_every_steps=1, sinks=[crashed]):
             train(model, opt, 1)
             raise RuntimeError("out of data")
     assert crashed.events[-1] == RunEnded(ending="crashed", step=1, total_flops=STEP, why="RuntimeError: out of data")
 
     plain = Recorder()                             # start() and stop() without the context manager
-    audit = ComputeAudit(model=model, optimizer=opt, sinks=[plain]).start()
+    audit = ComputeAudit(model=model, optimizer=opt, flush_every_steps=1, sinks=[plain]).start()
     train(model, opt, 1)
     audit.stop()
     assert [type(e) for e in plain.events] == [RunStarted, Interval, RunEnded] and plain.events[-1].ending == "finished"
@@ -117,7 +118,7 @@ def test_attack_a_sink_that_raises_is_warned_about_once_and_dropped(tmp_path):
     failing, other = Failing(), Recorder()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with ComputeAudit(tmp_path / "run", model, opt, sinks=[failing, other]) as run:
+        with ComputeAudit(tmp_path / "run", model, opt, flush_every_steps=1, sinks=[failing, other]) as run:
             train(model, opt, 3, eval_after=2)
     said = [str(w.message) for w in caught if "sink" in str(w.message)]
     assert said == ["auditor: the sink Failing failed in interval (ConnectionError: tracking server gone); "
@@ -131,3 +132,16 @@ def test_sinks_must_be_sinks():
     with pytest.raises(TypeError, match=r"^sinks: dict is not a sink; expected an object with started, interval "
                                         r"and ended methods \(auditor\.sinks\.Sink\)$"):
         ComputeAudit(sinks=[{}])
+
+
+def test_sinks_get_the_ledgers_intervals_at_the_flush_policys_cadence(tmp_path):
+    """By default a record comes every 100 steps (or 300 s) and at the end: three steps are one
+    interval, at the end, with the three steps' FLOPs; the sink sees exactly the ledger's records."""
+    model, opt = mlp()
+    sink = Recorder()
+    with ComputeAudit(tmp_path / "run", model, opt, sinks=[sink]):
+        train(model, opt, 3, eval_after=2)
+    intervals = sink.events[1:-1]
+    assert [(i.step, i.flops, i.total_flops) for i in intervals] == [(3, 3 * STEP, 3 * STEP)]
+    records = [r for r in read_ledger(tmp_path / "run").records if r["kind"] == "interval"]
+    assert [(r["step"], r["flops"], r["total"]) for r in records] == [(3, 3 * STEP, 3 * STEP)]
