@@ -18,7 +18,7 @@ def _private_count_cache(tmp_path_factory):
 @pytest.fixture
 def windows(monkeypatch):
     """How many times the tracker switched its dispatch-level counter on: repeats must not."""
-    from auditor import tracking
+    from auditor.tracking import counter as tracking
 
     entered = []
     original = tracking._RoutedCounting.__enter__

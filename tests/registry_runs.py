@@ -54,7 +54,7 @@ def write_run(run_dir: Path, start: str, intervals: list[tuple], *, name: str = 
 
 
 def write_dossier(run_dir: Path, name: str, plan: dict | None = None) -> None:
-    """The sealed dossier ComputeAudit writes at the end (auditor/tracking.py), over this ledger."""
+    """The sealed dossier ComputeAudit writes at the end (auditor/tracking/run_dossier.py), over this ledger."""
     state = read_ledger(run_dir)
     total = state.total
     tracked = {"total_flops": total, "low": total, "high": total, "estimates": [], "verdicts": [],

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from auditor.sinks import Interval, RunEnded, RunStarted
+from auditor.tracking.sinks import Interval, RunEnded, RunStarted
 from auditor.tracking import ComputeAudit
 from test_sinks import PER_SAMPLE, STEP, mlp, train
 

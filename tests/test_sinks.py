@@ -1,4 +1,4 @@
-"""Sinks: what a tracked run hands them (auditor/sinks.py), at the ledger's moments, with the
+"""Sinks: what a tracked run hands them (auditor/tracking/sinks.py), at the ledger's moments, with the
 ledger's figures; the end of a run that finished, that the guard stopped, that crashed; a sink that
 raises is warned about once and dropped. The MLflow and W&B sinks are in test_sink_libraries.py."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from auditor.record.ledger import read_ledger
-from auditor.sinks import Interval, RunEnded, RunStarted, Sink
+from auditor.tracking.sinks import Interval, RunEnded, RunStarted, Sink
 from auditor.tracking import ComputeAudit, ComputeBudgetExceeded
 
 PER_SAMPLE = 2 * 32 * 64 + 2 * 64 * 10          # the MLP's forward FLOPs a sample
@@ -130,7 +130,7 @@ def test_attack_a_sink_that_raises_is_warned_about_once_and_dropped(tmp_path):
 
 def test_sinks_must_be_sinks():
     with pytest.raises(TypeError, match=r"^sinks: dict is not a sink; expected an object with started, interval "
-                                        r"and ended methods \(auditor\.sinks\.Sink\)$"):
+                                        r"and ended methods \(auditor\.tracking\.sinks\.Sink\)$"):
         ComputeAudit(sinks=[{}])
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 400
-# Being split into a package (auditor/tracking/) by another change; held to its size until then.
-TOO_LONG_FOR_NOW = {"auditor/tracking.py"}
+TOO_LONG_FOR_NOW: set[str] = set()  # none: every module holds to the bound
 
 
 def module_names(root: Path, package: str = "auditor") -> dict[str, Path]:

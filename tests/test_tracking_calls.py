@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from auditor import tracking
+from auditor.tracking import calls as tracking
 from auditor.counting.mode import CountingMode
 from auditor.tracking import ComputeAudit
 from helpers import tiny_gpt2

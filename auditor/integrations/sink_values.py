@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from auditor.sinks import Interval, RunEnded, RunStarted
+from auditor.tracking.sinks import Interval, RunEnded, RunStarted
 
 
 def require(module: str, extra: str) -> Any:

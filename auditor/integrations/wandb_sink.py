@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from auditor.integrations.sink_values import ended_tags, interval_metrics, require, started_tags
-from auditor.sinks import Interval, RunEnded, RunStarted
+from auditor.tracking.sinks import Interval, RunEnded, RunStarted
 
 
 class WandbSink:

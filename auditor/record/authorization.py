@@ -8,7 +8,7 @@ id; the name is the key file's, a label), and, for a request for more, the autho
 supersedes. The config's hash ties the approval to the run that happens: another config, or the
 same with ten times the tokens, is not authorized by it.
 
-A run holds its authorization and enforces it (tracking.py): refused at start when it does not
+A run holds its authorization and enforces it (auditor/tracking/): refused at start when it does not
 verify with a trusted key, has expired or is not yet valid, or was made for another config; the
 budget is a blocking limit during the run; the ledger's first record names the authorization's
 hash, and the dossier shows authorized against used.

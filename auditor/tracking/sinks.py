@@ -2,7 +2,7 @@
 
 A ``ComputeAudit`` hands three events to each of its sinks: the run started, an interval was
 recorded (the ledger's record: the same figures, at the same moments), the run ended
-(``ComputeAudit(sinks=[...])``; auditor/sink_set.py builds the events and hands them out). MLflow
+(``ComputeAudit(sinks=[...])``; auditor/tracking/sink_set.py builds the events and hands them out). MLflow
 and Weights & Biases sinks are optional extras (``auditor.integrations.mlflow_sink``,
 ``auditor.integrations.wandb_sink``). The ledger, the progress line and the registry recorder are
 still called by the tracker directly, not yet through this protocol.

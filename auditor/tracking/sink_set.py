@@ -1,4 +1,4 @@
-"""A ComputeAudit's sinks (auditor/sinks.py): the events built from the audit's figures, handed to
+"""A ComputeAudit's sinks (auditor/tracking/sinks.py): the events built from the audit's figures, handed to
 each sink; a sink that raises is warned about once and gets no more events.
 
 The events are built here, from what the audit exposes, so that the tracker calls one line at each
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from auditor.ranks import rank
-from auditor.sinks import Ending, Interval, RunEnded, RunStarted, Sink
+from auditor.tracking.sinks import Ending, Interval, RunEnded, RunStarted, Sink
 
 
 class SinkSet:
@@ -22,7 +22,7 @@ class SinkSet:
         for sink in sinks or ():
             if not isinstance(sink, Sink):
                 raise TypeError(f"sinks: {type(sink).__name__} is not a sink; expected an object with started, "
-                                f"interval and ended methods (auditor.sinks.Sink)")
+                                f"interval and ended methods (auditor.tracking.sinks.Sink)")
             self._live.append(sink)
 
     def __bool__(self) -> bool:
