@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from auditor.estimate import Figures
-from auditor.rules.rule_file import Basis, Comparison, Rule
+from auditor.rules.rule_file import COMPARISON_WORDS, DEADLINE_START_WORDS, Basis, Comparison, Rule
 from auditor.rules.selection import load_rules
 from auditor.text import join_words, sci
 
@@ -32,15 +32,7 @@ def fails_gate(verdict: Verdict | dict[str, Any]) -> bool:
     return bool(verdict["blocking"]) and verdict["status"] in GATE_FAILING
 
 
-WORDS = {">": "strict", ">=": "inclusive"}
-
-
 DEVELOPER_WORDS = {"same": "the base model's own developer", "other": "a developer other than the base model's"}
-
-
-START_WORDS = {"threshold_known": "knowing the threshold will be met", "threshold_met": "the threshold being met",
-               "training_start": "the start of training", "deployment": "deployment",
-               "incident_discovered": "discovering the incident"}
 
 
 @dataclass
@@ -196,7 +188,7 @@ def _deadlines(rule: Rule, status: str, as_of: date) -> list[dict[str, Any]]:
             item["text"] = (f"{d.what} by {due} ({period} from {as_of}, when the planned compute showed the threshold "
                             f"{known} be met)")
         else:
-            item["text"] = f"{d.what} within {period} of {START_WORDS[d.from_]}"
+            item["text"] = f"{d.what} within {period} of {DEADLINE_START_WORDS[d.from_]}"
         out.append(item)
     return out
 
@@ -204,7 +196,7 @@ def _deadlines(rule: Rule, status: str, as_of: date) -> list[dict[str, Any]]:
 def _reason(status: str, figures: tuple[int, int, int], threshold: Fraction, rule: Rule, figure: str,
             origin: str) -> str:
     low, _, high = figures
-    against = f"{rule.comparison} {sci(threshold)} ({origin + ', ' if origin else ''}{WORDS[rule.comparison]})"
+    against = f"{rule.comparison} {sci(threshold)} ({origin + ', ' if origin else ''}{COMPARISON_WORDS[rule.comparison]})"
     if status == "crossed":
         return f"Even the low end of {figure}, {sci(low)} FLOP, is {against}, so the threshold is crossed."
     if status == "at_risk":
