@@ -6,6 +6,8 @@ from __future__ import annotations
 import warnings
 
 import pytest
+
+from auditor.text import sci
 import torch
 
 from auditor.record.ledger import read_ledger
@@ -52,7 +54,7 @@ def expected_intervals():
     return [Interval(step=1, total_flops=STEP, flops=STEP, eval_flops=0, phases={"train": STEP, "eval": 0}),
             Interval(step=2, total_flops=2 * STEP, flops=STEP, eval_flops=0, phases={"train": 2 * STEP, "eval": 0}),
             Interval(step=3, total_flops=3 * STEP, flops=STEP, eval_flops=4 * PER_SAMPLE,
-                     phases={"train": 3 * STEP, "eval": 4 * PER_SAMPLE})]
+                     phases={"train": 3 * STEP, "eval": 4 * PER_SAMPLE}, new_phases={"eval": 4 * PER_SAMPLE})]
 
 
 @pytest.mark.parametrize("with_ledger", [False, True])
@@ -145,3 +147,38 @@ def test_sinks_get_the_ledgers_intervals_at_the_flush_policys_cadence(tmp_path):
     assert [(i.step, i.flops, i.total_flops) for i in intervals] == [(3, 3 * STEP, 3 * STEP)]
     records = [r for r in read_ledger(tmp_path / "run").records if r["kind"] == "interval"]
     assert [(r["step"], r["flops"], r["total"]) for r in records] == [(3, 3 * STEP, 3 * STEP)]
+
+
+def test_the_ledger_and_the_progress_line_are_the_audits_own_sinks(tmp_path, capsys):
+    """Each ledger record is an Interval as the sinks see it (its evaluation included), and the
+    progress line prints from the same events; both are made at start and gone at stop."""
+    from auditor.tracking.ledger_sink import LedgerSink
+    from auditor.tracking.progress import ProgressLine
+
+    model, opt = mlp()
+    sink = Recorder()
+    run = ComputeAudit(tmp_path / "run", model, opt, progress_every=2, sinks=[sink]).start()
+    assert [type(s) for s in run._own_sinks] == [LedgerSink, ProgressLine]
+    train(model, opt, 3, eval_after=2)
+    run.stop()
+    assert run._sinks._required == [] and run._sinks._live == [sink]
+    records = [r for r in read_ledger(tmp_path / "run").records if r["kind"] == "interval"]
+    seen = sink.events[1:-1]
+    assert [(r["step"], r["flops"], r.get("eval_flops", 0)) for r in records] == \
+        [(i.step, i.flops, i.new_phases.get("eval", 0)) for i in seen] == \
+        [(2, 2 * STEP, 0), (3, STEP, 4 * PER_SAMPLE)]       # a record at least every 2 steps (the progress line's)
+    assert capsys.readouterr().err.splitlines() == [f"[auditor] step 2: {sci(2 * STEP)} FLOPs"]
+
+
+def test_attack_a_ledger_that_cannot_be_written_stops_the_run(tmp_path, monkeypatch):
+    """The ledger is a required sink: a record that cannot be written is the run's failure, never
+    a warning the run trains past (the other sinks are optional and only warned about)."""
+    from auditor.tracking.ledger_sink import LedgerSink
+
+    def full_disk(self, event):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(LedgerSink, "interval", full_disk)
+    model, opt = mlp()
+    with pytest.raises(OSError, match="No space left"), \
+            ComputeAudit(tmp_path / "run", model, opt, flush_every_steps=1):
+        train(model, opt, 3)

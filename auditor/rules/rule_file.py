@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args
+from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import (
     BeforeValidator,
@@ -35,25 +35,9 @@ from auditor.inputs.schema import (
 )
 from auditor.inputs.values import positive_count, positive_number
 from auditor.inputs.yaml_reader import _UniqueKeyLoader, read_yaml_file
+from auditor.rules.vocabulary import BASES, COMPARISONS, DEADLINE_STARTS, STATUSES
 from auditor.text import join_words, printable_text, short, suggest
 
-Comparison = Literal[">", ">="]
-Basis = Literal["training", "cumulative", "ratio_to_base"]
-RuleStatus = Literal["in_force", "proposed", "revoked", "vetoed"]
-DeadlineStart = Literal["threshold_known", "threshold_met", "training_start", "deployment", "incident_discovered"]
-# One table per enumerated value, with its words where a view says them: the values a rule file's
-# fields are checked against come from the types, the words from the same place (checked to match).
-COMPARISON_WORDS: dict[Comparison, str] = {">": "strict", ">=": "inclusive"}
-DEADLINE_START_WORDS: dict[DeadlineStart, str] = {
-    "threshold_known": "knowing the threshold will be met", "threshold_met": "the threshold being met",
-    "training_start": "the start of training", "deployment": "deployment",
-    "incident_discovered": "discovering the incident"}
-COMPARISONS: tuple[Comparison, ...] = get_args(Comparison)
-BASES: tuple[Basis, ...] = get_args(Basis)
-STATUSES: tuple[RuleStatus, ...] = get_args(RuleStatus)
-DEADLINE_STARTS: tuple[DeadlineStart, ...] = get_args(DeadlineStart)
-if tuple(COMPARISON_WORDS) != COMPARISONS or tuple(DEADLINE_START_WORDS) != DEADLINE_STARTS:
-    raise RuntimeError("rule_file: a value without its words, or words without their value")
 _ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?$")
 _URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -14,8 +14,9 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from auditor.estimate import Figures
-from auditor.rules.rule_file import COMPARISON_WORDS, DEADLINE_START_WORDS, Basis, Comparison, Rule
+from auditor.rules.rule_file import Rule
 from auditor.rules.selection import load_rules
+from auditor.rules.vocabulary import COMPARISON_WORDS, DEADLINE_START_WORDS, Basis, Comparison
 from auditor.text import join_words, sci
 
 Status = Literal["crossed", "at_risk", "clear", "not_in_force"]

@@ -31,7 +31,8 @@ The parts (auditor/tracking/, docs/design.md), each a part of ComputeAudit shari
 - ``guard``: the blocking rules in force and the authorized budget, checked before each call;
 - ``totals``: the run's figures and the Estimate the rules judge;
 - ``run_dossier``: the sealed dossier at the end, from the ledger;
-- ``sinks``, ``sink_set``: where the figures go besides the ledger (the protocol; the set that hands events out);
+- ``sinks``, ``sink_set``: where the figures go (the protocol; the set that hands events out, the ledger first);
+- ``ledger_sink``, ``progress``: the audit's own sinks, the ledger and the progress line;
 - ``audit``: ComputeAudit itself, its lifecycle over the parts, and the ``audit`` decorator.
 """
 from auditor.tracking.audit import ComputeAudit, audit

@@ -29,6 +29,8 @@ from auditor.tracking.counter import Counter, _RoutedCounting
 from auditor.tracking.guard import Guard
 from auditor.tracking.hooks import CallHooks
 from auditor.tracking.intervals import LedgerIntervals, _Interval
+from auditor.tracking.ledger_sink import LedgerSink
+from auditor.tracking.progress import ProgressLine
 from auditor.tracking.run_dossier import RunDossier
 from auditor.tracking.steps import OptimizerSteps
 from auditor.tracking.totals import Totals
@@ -39,14 +41,15 @@ class ComputeAudit(Totals, Guard, LedgerIntervals, OptimizerSteps, Windows, Call
     """Measures training FLOPs of ``model`` (forward + backward, every call, every rank).
 
     ``optimizer``: anything with a ``step()`` (torch's, accelerate's, a closure-taking LBFGS, a
-    plain object); a step is one optimizer step (without one: one backward pass). ``run_dir``:
-    where the ledger goes (None: no ledger). ``rules``: rule ids or paths to guard against;
-    ``on_exceed``: 'warn' or 'stop' (raise ComputeBudgetExceeded before the call that would cross
-    a blocking threshold). ``resume_step``: the checkpoint step a restarted run resumes from (the
-    ledger rolls back to it). ``progress_every``: steps between progress lines. ``signing_key``: an
-    Ed25519 private key file (``auditor keys new``; default $AUDITOR_SIGNING_KEY) that signs the
-    ledger's head at every flush and the dossier; its path is never written down. ``registry``: an
-    auditor.registry.RunRecorder that records the ledger's records as they are flushed.
+    plain object); a step is one optimizer step (without one: one backward pass). ``run_dir``: where
+    the ledger goes (None: no ledger). ``rules``: rule ids or paths to guard against; ``on_exceed``:
+    'warn' or 'stop' (raise ComputeBudgetExceeded before the call that would cross a blocking
+    threshold). ``resume_step``: the checkpoint step a restarted run resumes from (the ledger rolls
+    back to it). ``progress_every``: steps between progress lines (each one an interval: a record at
+    least that often). ``signing_key``: an Ed25519 private key file (``auditor keys new``; default
+    $AUDITOR_SIGNING_KEY) that signs the ledger's head at every flush and the dossier; its path is
+    never written down. ``registry``: an auditor.registry.RunRecorder that records the ledger's
+    records as they are flushed.
 
     ``authorization``: a reviewer's signed approval of this run's budget (``auditor authorize``),
     checked at start against ``trusted_keys`` (their NAME.pub files) and ``config`` (the training
@@ -70,6 +73,7 @@ class ComputeAudit(Totals, Guard, LedgerIntervals, OptimizerSteps, Windows, Call
         from auditor.tracking.sink_set import SinkSet
 
         self._sinks = SinkSet(sinks)         # auditor.tracking.sinks.Sink objects: MLflow, W&B, ... (docs/integrations.md)
+        self._own_sinks: list = []           # made at start(): the ledger's sink, the progress line
         if on_exceed not in (None, "warn", "stop"):
             raise ValueError(f"on_exceed must be 'warn' or 'stop', got {on_exceed!r}")
         self.config, self._authorization_file = config, authorization
@@ -195,8 +199,17 @@ class ComputeAudit(Totals, Guard, LedgerIntervals, OptimizerSteps, Windows, Call
             carried = [self._base_phases, self.base_hardware]
             dist.broadcast_object_list(carried, src=0)
             self._base_phases, self.base_hardware = carried
-        self._flush = FlushPolicy(self.flush_every_steps, self.flush_every_seconds,
+        # a progress line is an interval's: in one process a record comes at least that often
+        every = min(self.flush_every_steps, self.progress_every) if self.progress_every else self.flush_every_steps
+        self._flush = FlushPolicy(every, self.flush_every_seconds,
                                   [(t, c) for _, t, c, _ in self._limits], step=self.steps, total=self.total_flops)
+        self._own_sinks = []                 # the ledger (rank 0) and the progress line: sinks the audit makes
+        if self._ledger is not None:
+            self._own_sinks.append(LedgerSink(self._ledger, self._world))
+            self._sinks.add(self._own_sinks[-1], required=True)
+        if self.progress_every:
+            self._own_sinks.append(ProgressLine(self.progress_every, lambda: self._budget_words() + self._nearest()))
+            self._sinks.add(self._own_sinks[-1])
         if self._model is not None:
             self.watch(self._model, self._optimizer)
         self.facts.begin(self._model)  # the clock and the energy meter
@@ -220,13 +233,24 @@ class ComputeAudit(Totals, Guard, LedgerIntervals, OptimizerSteps, Windows, Call
         waiting forever: the ledger is flushed, not closed, and a resumed run picks it up."""
         if not self._started:
             return
+        if failed and error is None:
+            error = RuntimeError("the run failed")
         try:
             self._stop(failed)
         except BaseException as exc:         # the guard may stop the run at the last interval
             error = error or exc
             raise
         finally:
-            self._sinks.ended(self, error)   # finished, stopped by the guard, or crashed
+            # finished, stopped by the guard, or crashed: the ledger closes (a failure across ranks
+            # flushes it), the dossier is written over it, then the other sinks hear of it
+            try:
+                self._sinks.ended(self, error, self._dossier_over_closed_ledger)
+            finally:
+                self._sinks.drop_own(*self._own_sinks)
+
+    def _dossier_over_closed_ledger(self) -> None:
+        if self._ledger is not None and self._ledger.closed and rank() == 0:
+            self._write_dossier()
 
     def _stop(self, failed: bool) -> None:
         self._end_tail()
@@ -239,18 +263,13 @@ class ComputeAudit(Totals, Guard, LedgerIntervals, OptimizerSteps, Windows, Call
         self._reset_run_state()
         self._started = False
         if failed and self._world > 1:
-            if self._ledger is not None:
-                self._ledger.flush()
-            return
+            return                           # no collective after a failure: the ledger sink flushes
         self._sync_all()  # the last interval, and what Join kept back (collective across ranks)
         self.facts.finish(self)  # model, hardware, energy, tokens (collective across ranks)
         if self._world > 1:
             self.train_flops, self.eval_flops, self.recompute_flops, hardware = self._reduced
             self._hardware_extra = hardware - self.train_flops
             self._phase_flops = dict(self._reduced_phases)
-        if self._ledger is not None and rank() == 0:
-            self._ledger.close(self.steps)
-            self._write_dossier()
 
     def __enter__(self) -> "ComputeAudit":
         return self.start()

@@ -117,13 +117,9 @@ class LedgerIntervals:
         self._append(interval)
 
     def _append(self, interval: "_Interval") -> None:
-        if self._ledger is not None and interval:
-            phases = {k: v for k, v in sorted(interval.phases.items()) if v}
-            self._ledger.append(interval.step, interval.flops, eval_flops=interval.eval,
-                                recompute_flops=interval.recompute, ranks=self._world, phases=phases or None,
-                                hardware_flops=interval.hardware if interval.hardware != interval.flops else None)
+        """An interval to the sinks: the ledger's record of it first (tracking/ledger_sink.py)."""
         if interval:
-            self._sinks.interval(self, interval.step, interval.flops)  # the ledger's record, as the sinks see it
+            self._sinks.interval(self, interval)
 
     def _accumulate(self, interval: "_Interval") -> None:
         """An all-rank interval into the all-rank figures every rank holds."""

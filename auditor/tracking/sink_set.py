@@ -18,6 +18,7 @@ from auditor.tracking.sinks import Ending, Interval, RunEnded, RunStarted, Sink
 
 class SinkSet:
     def __init__(self, sinks: Iterable[Any] = ()):
+        self._required: list[Sink] = []  # the ledger: first, and its failure is the run's
         self._live: list[Sink] = []
         for sink in sinks or ():
             if not isinstance(sink, Sink):
@@ -26,7 +27,19 @@ class SinkSet:
             self._live.append(sink)
 
     def __bool__(self) -> bool:
-        return bool(self._live)
+        return bool(self._required or self._live)
+
+    def add(self, sink: Sink, *, required: bool = False) -> None:
+        """One of the audit's own sinks (the ledger, required; the progress line), before the user's."""
+        if required:
+            self._required.append(sink)
+        else:
+            self._live.insert(0, sink)
+
+    def drop_own(self, *sinks: Sink) -> None:
+        """The audit's own sinks, gone with the run that made them (a restarted audit makes new ones)."""
+        self._required = [s for s in self._required if s not in sinks]
+        self._live = [s for s in self._live if s not in sinks]
 
     def _send(self, what: str, event: Any) -> None:
         for sink in list(self._live):
@@ -38,15 +51,30 @@ class SinkSet:
                               f"{exc}); it gets no more events of this run", stacklevel=4)
 
     def started(self, audit) -> None:
-        if self._live and rank() == 0:
-            self._send("started", started_event(audit))
+        if self and rank() == 0:
+            event = started_event(audit)
+            for sink in self._required:
+                sink.started(event)
+            self._send("started", event)
 
-    def interval(self, audit, step: int, flops: int) -> None:
-        if self._live and rank() == 0:
-            self._send("interval", interval_event(audit, step, flops))
+    def interval(self, audit, interval) -> None:
+        """An interval (tracking/intervals.py's, all ranks' on rank 0) to every sink, the ledger first."""
+        if self and rank() == 0:
+            event = interval_event(audit, interval)
+            for sink in self._required:
+                sink.interval(event)
+            self._send("interval", event)
 
-    def ended(self, audit, error: BaseException | None) -> None:
-        if self._live and rank() == 0:
+    def ended(self, audit, error: BaseException | None, after_record=None) -> None:
+        """The run's end: the ledger closes (or, a failure across ranks, flushes), then
+        ``after_record()`` (the dossier over the closed ledger), then the other sinks, told of it."""
+        if rank() != 0:
+            return
+        for sink in self._required:
+            sink.ended(ended_event(audit, error))
+        if after_record is not None:
+            after_record()
+        if self._live:
             self._send("ended", ended_event(audit, error))
 
 
@@ -65,10 +93,14 @@ def started_event(audit) -> RunStarted:
                       rank=rank(), world_size=audit._world, resumed_at=audit.resume_step, authorization=authorization)
 
 
-def interval_event(audit, step: int, flops: int) -> Interval:
+def interval_event(audit, interval) -> Interval:
     phases = _phases(audit)
-    return Interval(step=step, total_flops=audit.all_ranks_flops, flops=flops, eval_flops=phases.get("eval", 0),
-                    phases=phases, budget_used=audit.budget_used())
+    new = {k: v for k, v in sorted({"eval": interval.eval, **interval.phases}.items()) if v}
+    return Interval(step=interval.step, total_flops=audit.all_ranks_flops, flops=interval.flops,
+                    eval_flops=phases.get("eval", 0), phases=phases, budget_used=audit.budget_used(), new_phases=new,
+                    recompute_flops=interval.recompute,
+                    hardware_flops=interval.hardware if interval.hardware != interval.flops else None,
+                    ranks=audit._world)
 
 
 def ending_of(error: BaseException | None) -> tuple[Ending, str | None]:

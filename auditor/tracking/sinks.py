@@ -1,15 +1,17 @@
 """Where a tracked run's figures go: the sink protocol (as codecarbon's output handlers).
 
 A ``ComputeAudit`` hands three events to each of its sinks: the run started, an interval was
-recorded (the ledger's record: the same figures, at the same moments), the run ended
-(``ComputeAudit(sinks=[...])``; auditor/tracking/sink_set.py builds the events and hands them out). MLflow
-and Weights & Biases sinks are optional extras (``auditor.integrations.mlflow_sink``,
-``auditor.integrations.wandb_sink``). The ledger, the progress line and the registry recorder are
-still called by the tracker directly, not yet through this protocol.
+recorded, the run ended (auditor/tracking/sink_set.py builds the events and hands them out). The
+ledger (``ledger_sink.LedgerSink``) and the progress line (``progress.ProgressLine``) are sinks the
+audit makes itself; the registry recorder takes the ledger's records as the ledger makes them
+durable (``registry=RunRecorder(...)``), so it sits behind the ledger sink. ``ComputeAudit(sinks=[...])``
+adds the user's: MLflow and Weights & Biases sinks are optional extras
+(``auditor.integrations.mlflow_sink``, ``auditor.integrations.wandb_sink``).
 
-A sink never decides anything: the guard (rules and budget) runs before the sinks see an event,
-and a sink's failure is the sink's (the audit warns once and goes on; the ledger is not a sink
-that may fail that way).
+A sink never decides anything: the guard (rules and budget) runs before the sinks see an event.
+The ledger is a *required* sink: it gets each event first, and its failure stops the run (a run
+whose record cannot be written must not go on). Any other sink's failure is the sink's: the audit
+warns once and hands it nothing more.
 """
 from __future__ import annotations
 
@@ -37,6 +39,11 @@ class Interval:
     eval_flops: int = 0                # evaluation so far (counted apart, never in total_flops)
     phases: dict[str, int] = field(default_factory=dict)  # compute so far by phase (train, rollout, ...)
     budget_used: float | None = None   # share of the authorized budget used, where one is held
+    # what else this interval did (the ledger's record of it holds these)
+    new_phases: dict[str, int] = field(default_factory=dict)  # its evaluation and tagged phases (nonzero)
+    recompute_flops: int = 0           # its recomputation (activation checkpointing): not training compute
+    hardware_flops: int | None = None  # its training calls' local work where it differs from flops (TP)
+    ranks: int = 1                     # the ranks whose work it sums
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ whose forward and backward are training compute.
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,6 @@ import torch
 
 from auditor.counting.optimizer import elementwise_step
 from auditor.counting.result import StepCount
-from auditor.text import sci
 
 if TYPE_CHECKING:
     from auditor.tracking.audit import ComputeAudit
@@ -165,10 +163,7 @@ class OptimizerSteps:
         self.steps += 1
         self._step_cost, self._last_step_flops = self._last_step_flops, 0
         if self._world == 1:
-            if (self._ledger is not None or self._sinks) and self._flush.due(self.steps, self.total_flops):
+            if self._sinks and self._flush.due(self.steps, self.total_flops):  # the ledger, progress, yours
                 self._write_interval()
         elif self.steps % self.flush_every_steps == 0:
             self._write_interval()
-        if self.progress_every and self.steps % self.progress_every == 0:
-            print(f"[auditor] step {self.steps}: {sci(self.total_flops)} FLOPs" + self._budget_words() + self._nearest(),
-                  file=sys.stderr)
