@@ -249,7 +249,7 @@ class ComputeAudit(Totals, Guard, LedgerIntervals, OptimizerSteps, Windows, Call
                 self._sinks.drop_own(*self._own_sinks)
 
     def _dossier_over_closed_ledger(self) -> None:
-        if self._ledger is not None and self._ledger.closed and rank() == 0:
+        if self._ledger is not None and self._ledger.closed:  # rank 0's: the sink set calls this there only
             self._write_dossier()
 
     def _stop(self, failed: bool) -> None:

@@ -107,10 +107,11 @@ class Guard:
         (None without an authorization)."""
         if self._budget is None:
             return None
+        from auditor.record.authorization import used_flops
+
         if self._world == 1:
             return sum(map(self._phase_figure, self._budget[3])) / self._budget[1]
-        phases = self._all_rank_phases()
-        return sum(phases.get(p, 0) for p in self._budget[3]) / self._budget[1]
+        return used_flops(self._all_rank_phases(), self._budget[3]) / self._budget[1]
 
     def _budget_words(self) -> str:
         share = self.budget_used()

@@ -36,13 +36,13 @@ class RunDossier:
                    "series": of_records(state.records, [v.to_dict() for v in verdicts]),
                    "ledger": {"path": "ledger.jsonl", "head": state.head, "records": state.count},
                    **self.facts.dossier_fields(state.records, self.steps, self._model)}
-        from auditor.record.authorization import RUN_COPY, dossier_block, named_by
+        from auditor.record.authorization import RUN_COPY, dossier_block, named_by, used_flops
 
         # what the ledger's latest start or resume record names: the authorization the run holds now
         held = next((n for n in map(named_by, reversed(state.records)) if n is not None), None)
         if held is not None:
             copy = self.run_dir / RUN_COPY
             envelope = json.loads(copy.read_bytes()) if copy.is_file() else None
-            tracked["authorization"] = dossier_block(held, envelope, sum(estimate.phases.get(p, 0) for p in held["phases"]))
+            tracked["authorization"] = dossier_block(held, envelope, used_flops(estimate.phases, held["phases"]))
         dossier.write(dossier.build(self.preflight, run=self.name, tracked=tracked, signer=self._signer),
                       self.run_dir / dossier.DOSSIER_NAME)
