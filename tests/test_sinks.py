@@ -182,3 +182,15 @@ def test_attack_a_ledger_that_cannot_be_written_stops_the_run(tmp_path, monkeypa
     with pytest.raises(OSError, match="No space left"), \
             ComputeAudit(tmp_path / "run", model, opt, flush_every_steps=1):
         train(model, opt, 3)
+
+
+def test_a_progress_line_without_a_step_cadence_still_comes_every_n_steps(tmp_path, capsys):
+    """flush_every_steps=None (records at checkpoints, time, lines and the end only) with
+    progress_every=2: the progress line's cadence makes the records, once every 2 steps."""
+    model, opt = mlp()
+    with ComputeAudit(tmp_path / "run", model, opt, flush_every_steps=None, progress_every=2):
+        train(model, opt, 4)
+    assert capsys.readouterr().err.splitlines() == [f"[auditor] step 2: {sci(2 * STEP)} FLOPs",
+                                                    f"[auditor] step 4: {sci(4 * STEP)} FLOPs"]
+    records = [r for r in read_ledger(tmp_path / "run").records if r["kind"] == "interval"]
+    assert [(r["step"], r["flops"]) for r in records] == [(2, 2 * STEP), (4, 2 * STEP)]

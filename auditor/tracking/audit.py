@@ -200,7 +200,9 @@ class ComputeAudit(Totals, Guard, LedgerIntervals, OptimizerSteps, Windows, Call
             dist.broadcast_object_list(carried, src=0)
             self._base_phases, self.base_hardware = carried
         # a progress line is an interval's: in one process a record comes at least that often
-        every = min(self.flush_every_steps, self.progress_every) if self.progress_every else self.flush_every_steps
+        every = self.flush_every_steps       # None: no record by step count (checkpoints, time, lines, the end)
+        if self.progress_every:
+            every = self.progress_every if every is None else min(every, self.progress_every)
         self._flush = FlushPolicy(every, self.flush_every_seconds,
                                   [(t, c) for _, t, c, _ in self._limits], step=self.steps, total=self.total_flops)
         self._own_sinks = []                 # the ledger (rank 0) and the progress line: sinks the audit makes
